@@ -1,0 +1,1 @@
+"""nqec command-line entry point (``nqec ...``); the libraries live in decoder, training, server, fpga."""

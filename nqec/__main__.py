@@ -1,0 +1,5 @@
+import sys
+
+from nqec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nqec.cli import main
+
+
+def test_evaluate_prints_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--decoder", "matching", "-d", "3", "-r", "2", "-p", "0.004", "--shots", "5000",
+                 "--seed", "3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "matching" in text and "LER/shot" in text
+    record = json.loads(out.read_text())
+    assert record["shots"] == 5000 and record["spec"]["rounds"] == 2 and record["seed"] is not None
+    assert record["command"].startswith("nqec")
+
+
+def test_sweep_json_feeds_plot(tmp_path):
+    out = tmp_path / "sweep.json"
+    assert main(["evaluate", "-d", "3,5", "-p", "0.003,0.006", "--shots", "3000", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 4
+    png = tmp_path / "ler.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate", "-d", "4"], "distance must be an odd integer >= 3, got 4"),
+    (["evaluate", "-d", "1"], "distance must be an odd integer >= 3, got 1"),
+    (["evaluate", "-p", "0.6"], "p must be in (0, 0.5), got 0.6"),
+    (["evaluate", "-r", "0"], "rounds must be an integer >= 1, got 0"),
+    (["evaluate", "--decoder", "magic"], "unknown decoder 'magic'; expected one of"),
+    (["plot", "/nonexistent.json"], "results file not found"),
+])
+def test_user_mistakes_give_one_line_and_nonzero_exit(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "-p", "abc"], ["evaluate", "--shots", "0"], ["evaluate", "--noise", "x"]])
+def test_argument_type_errors_exit_two(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_console_script_runs_and_fails_cleanly():
+    proc = subprocess.run([sys.executable, "-m", "nqec", "evaluate", "-d", "6"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "nqec evaluate: error: distance must be an odd integer >= 3, got 6"
+
+
+def test_bench_data_reports_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "data", "-d", "3", "--batches", "5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for stream in ("circuit", "dem"):
+        assert result["streams"][stream]["ratio"] > 0

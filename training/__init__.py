@@ -1,0 +1,1 @@
+"""Training side of nqec: Stim data streams, training loops, evaluation and benchmarks."""
