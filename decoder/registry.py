@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from decoder.errors import NqecError
 from decoder.interface import Decoder
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 
-_BUILDERS: dict[str, Callable[[CodeSpec, str | None], Decoder]] = {
-    "matching": lambda spec, model: MatchingDecoder.from_spec(spec),
-}
+# decoder name -> the bundle kind it runs (None: no model)
+DECODER_KINDS = {"matching": None, "predecoder+matching": "predecoder", "transformer": "transformer"}
+DEFAULT_MODELS = {"predecoder": "predecoder-d5", "transformer": "transformer-d{distance}"}
 
 
 def decoder_names() -> list[str]:
     """Names accepted by :func:`build_decoder`."""
-    return sorted(_BUILDERS)
+    return sorted(DECODER_KINDS)
 
 
 def build_decoder(name: str, spec: CodeSpec, model: str | None = None) -> Decoder:
-    """Build the decoder ``name`` (e.g. ``"matching"``) for ``spec``; ``model`` names a bundle."""
-    if name not in _BUILDERS:
+    """Build decoder ``name`` for ``spec``; ``model`` is a shipped model name or a bundle path.
+
+    Example:
+        >>> build_decoder("matching", CodeSpec(3, 3, 0.001)).name
+        'matching'
+    """
+    if name not in DECODER_KINDS:
         raise NqecError(f"unknown decoder {name!r}; expected one of {', '.join(decoder_names())}")
-    return _BUILDERS[name](spec, model)
+    kind = DECODER_KINDS[name]
+    if kind is None:
+        if model is not None:
+            raise NqecError(f"decoder {name!r} takes no --model")
+        return MatchingDecoder.from_spec(spec)
+    from decoder.bundle import Bundle
+
+    bundle = Bundle.load(model or DEFAULT_MODELS[kind].format(distance=spec.distance))
+    if bundle.kind != kind:
+        raise NqecError(f"model {bundle.name!r} is a {bundle.kind} model; decoder {name!r} needs a {kind} model")
+    return bundle.decoder(spec)

@@ -115,6 +115,62 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.export import export_bundle
+    from training.report import command_line
+
+    common = dict(distance=args.distance, rounds=args.rounds, ps=tuple(args.p), basis=args.basis, noise=args.noise,
+                  steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, val_every=args.val_every,
+                  val_shots=args.val_shots, out=args.out, resume=args.resume)
+    if args.model_kind == "predecoder":
+        from training.train_predecoder import PreDecoderConfig, train_predecoder
+
+        config = PreDecoderConfig(**common, size=args.size, pos_weight=args.pos_weight, threshold=args.threshold)
+        checkpoint = train_predecoder(config, command_line())
+    else:
+        from training.train_transformer import TransformerConfig, train_transformer
+
+        config = TransformerConfig(**common, size=args.size, fallback_threshold=args.threshold)
+        checkpoint = train_transformer(config, command_line())
+    if checkpoint is not None:
+        bundle = export_bundle(checkpoint, args.out)
+        print(f"wrote bundle {bundle.path} ({bundle.manifest['parameters']:,} parameters)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_bundle
+
+    bundle = export_bundle(args.checkpoint, args.out, args.name)
+    print(f"wrote bundle {bundle.path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from decoder.bundle import Bundle, shipped_models
+    from training.report import print_table
+
+    summaries = [Bundle.load(name).summary() for name in shipped_models()]
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+        return 0
+    table = Table(title="shipped models")
+    for column in ("name", "kind", "trained on", "parameters", "LER vs matching", "trained where"):
+        table.add_column(column)
+    for s in summaries:
+        spec = s["spec"]
+        measured = s["metrics"].get("evaluation") or s["metrics"].get("validation", {})
+        ratio = measured.get("ler_ratio", measured.get("val_ler_ratio"))
+        table.add_row(s["name"], s["kind"], f"d={spec['distance']} r={spec['rounds']} p={spec['p']:g} {spec['noise']}",
+                      f"{s['parameters']:,}", "-" if ratio is None else f"{ratio:.3f}", s["training"].get("machine", "-"))
+    print_table(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nqec", description="Neural decoders for surface-code QEC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,6 +195,46 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("results", nargs="+", help="JSON files from `nqec evaluate --json`")
     plot.add_argument("--out", default="ler.png", help="output PNG (default: ler.png)")
     plot.set_defaults(func=cmd_plot)
+
+    train = commands.add_parser("train", help="train a neural decoder and write its bundle")
+    kinds = train.add_subparsers(dest="model_kind", required=True, metavar="MODEL")
+    for kind, defaults in {"predecoder": dict(d=5, p=[0.003], size="fpga", steps=3000, batch=256, lr=2e-3),
+                           "transformer": dict(d=3, p=[0.001, 0.003, 0.005], size="small", steps=3000, batch=256,
+                                               lr=1e-3)}.items():
+        sub = kinds.add_parser(kind, help=f"train the {kind}")
+        sub.add_argument("-d", "--distance", type=int, default=defaults["d"])
+        sub.add_argument("-r", "--rounds", type=int, default=None, help="rounds (default: the distance)")
+        sub.add_argument("-p", type=_float_list, default=defaults["p"], help="p, or a comma list to train on a mixture")
+        sub.add_argument("--noise", choices=["depolarizing", "si1000"], default="depolarizing")
+        sub.add_argument("--basis", choices=["z", "x"], default="z")
+        sub.add_argument("--size", default=defaults["size"],
+                         choices=["fpga", "accurate"] if kind == "predecoder" else ["small", "base"])
+        sub.add_argument("--steps", type=_positive_int, default=defaults["steps"])
+        sub.add_argument("--batch", type=_positive_int, default=defaults["batch"])
+        sub.add_argument("--lr", type=float, default=defaults["lr"])
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--val-every", type=_positive_int, default=500)
+        sub.add_argument("--val-shots", type=_positive_int, default=20_000)
+        sub.add_argument("--out", default=f"runs/{kind}", help="run directory: checkpoint, metrics, bundle")
+        sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        if kind == "predecoder":
+            sub.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of positive edges")
+            sub.add_argument("--threshold", type=float, default=None,
+                             help="edge probability above which an edge is applied (default: calibrated on validation shots)")
+        else:
+            sub.add_argument("--threshold", type=float, default=None,
+                             help="fall back to matching when |p - 0.5| is below this (default: calibrated)")
+        sub.set_defaults(func=cmd_train)
+
+    export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True)
+    export.add_argument("--name", default=None, help="bundle name (default: the output folder's name)")
+    export.set_defaults(func=cmd_export)
+
+    models = commands.add_parser("models", help="list the shipped model bundles")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
 
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -89,6 +89,11 @@ def evaluate(spec: CodeSpec, decoder: Decoder, shots: int, seed: int, baseline: 
                       disagreements=totals["disagreements"])
     if baseline:
         record["ler_ratio"] = record["ler"] / record["baseline_ler"] if record["baseline_ler"] > 0 else None
+    if "defects_before" in record:
+        record["residual_defect_fraction"] = record["defects_after"] / max(record["defects_before"], 1e-12)
+    if "residual_matching_seconds" in record and record.get("baseline_decode_shots_per_s"):
+        raw_seconds_per_shot = 1 / record["baseline_decode_shots_per_s"]
+        record["matching_speedup"] = raw_seconds_per_shot / max(record["residual_matching_seconds"], 1e-15)
     return record
 
 

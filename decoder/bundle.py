@@ -1,0 +1,146 @@
+"""Model bundles: ``model.onnx`` + ``manifest.json`` (+ optional ``model.pt``), run with onnxruntime.
+
+A bundle is the contract between training, the server and the FPGA flow. Loading and
+decoding import onnxruntime, numpy, stim and pymatching only (never torch).
+
+Example:
+    >>> bundle = Bundle.load("predecoder-fpga")          # a shipped name, or a directory
+    >>> decoder = bundle.decoder(CodeSpec(9, 9, 0.003))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import stim
+
+from decoder.errors import NqecError
+from decoder.layout import Layout
+from decoder.spec import CodeSpec
+
+FORMAT_VERSION = 1
+KINDS = ("predecoder", "transformer")
+SHIPPED_DIR = Path(__file__).parent / "pretrained"
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+
+
+def shipped_models() -> list[str]:
+    """Names of the bundles that ship with the package."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / MANIFEST).is_file())
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A shipped model name or a bundle directory -> the bundle directory."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if str(name_or_path) in shipped_models():
+        return SHIPPED_DIR / str(name_or_path)
+    raise NqecError(f"unknown model {str(name_or_path)!r}: expected a bundle directory or one of the shipped "
+                    f"models ({', '.join(shipped_models()) or 'none shipped'})")
+
+
+class Bundle:
+    """A loaded, validated model bundle."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self.name: str = manifest["name"]
+        self.kind: str = manifest["kind"]
+        self.spec = CodeSpec.from_dict(manifest["spec"])
+        self.layout = Layout.from_dict(manifest["layout"])
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "Bundle":
+        """Load and validate a bundle; every inconsistency raises NqecError naming what was expected."""
+        path = resolve_model(name_or_path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise NqecError(f"{path} is not a model bundle: {MANIFEST} is missing")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise NqecError(f"{manifest_path} is not valid JSON: {exc.msg}") from None
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise NqecError(f"{manifest_path}: unknown bundle format version {version!r}; this nqec reads version {FORMAT_VERSION}")
+        missing = [key for key in ("name", "kind", "spec", "circuit", "layout", "onnx") if key not in manifest]
+        if missing:
+            raise NqecError(f"{manifest_path}: missing keys {missing}")
+        if manifest["kind"] not in KINDS:
+            raise NqecError(f"{manifest_path}: unknown model kind {manifest['kind']!r}; expected one of {KINDS}")
+        if not (path / manifest["onnx"]["file"]).is_file():
+            raise NqecError(f"bundle {path} is missing its ONNX file {manifest['onnx']['file']}")
+        bundle = cls(path, manifest)
+        bundle._check_consistency()
+        return bundle
+
+    def _check_consistency(self) -> None:
+        circuit = stim.Circuit(self.manifest["circuit"])
+        if Layout.from_circuit(circuit) != self.layout:
+            raise NqecError(f"bundle {self.path}: the manifest's layout does not match its circuit")
+        if circuit.num_detectors != self.spec.circuit().num_detectors:
+            raise NqecError(f"bundle {self.path}: circuit has {circuit.num_detectors} detectors but spec "
+                            f"{self.spec.label()} has {self.spec.circuit().num_detectors}")
+        declared = self.manifest["onnx"]["inputs"][0]["shape"]
+        actual = [d.dim_value or d.dim_param for d in self._onnx_input_dims()]
+        if len(declared) != len(actual) or any(isinstance(a, int) and a != d for a, d in zip(actual, declared)):
+            raise NqecError(f"bundle {self.path}: ONNX input shape {actual} does not match manifest shape {declared}")
+        if self.kind == "predecoder":
+            channels = 2 * self.manifest["predecoder"]["window"]
+            if declared[1] != channels:
+                raise NqecError(f"bundle {self.path}: predecoder window needs {channels} input channels, ONNX has {declared[1]}")
+        else:
+            if declared[1:] != list(self.layout.shape):
+                raise NqecError(f"bundle {self.path}: transformer input {declared[1:]} does not match the circuit's "
+                                f"layout {list(self.layout.shape)}")
+
+    def _onnx_input_dims(self):
+        import onnx
+
+        model = onnx.load(str(self.path / self.manifest["onnx"]["file"]), load_external_data=False)
+        return model.graph.input[0].type.tensor_type.shape.dim
+
+    @functools.cached_property
+    def session(self):
+        """The onnxruntime session (created on first use)."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        return onnxruntime.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
+                                            providers=["CPUExecutionProvider"])
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Run the network on float32 inputs (batch first); returns its only output."""
+        name = self.manifest["onnx"]["inputs"][0]["name"]
+        return self.session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+    def decoder(self, spec: CodeSpec | None = None):
+        """The pipeline this bundle defines, for ``spec`` (default: the bundle's own)."""
+        spec = spec or self.spec
+        if self.kind == "predecoder":
+            from decoder.predecoder import PreDecoderPipeline
+
+            section = self.manifest["predecoder"]
+            if spec.basis != self.spec.basis:
+                raise NqecError(f"model {self.name!r} was trained for the {self.spec.basis.upper()} basis, "
+                                f"got a {spec.basis.upper()}-basis spec")
+            return PreDecoderPipeline(spec, self.run, tuple(tuple(d) for d in section["directions"]),
+                                      section["window"], section["threshold"], section.get("require_lit", True))
+        from decoder.transformer import TransformerPipeline
+
+        return TransformerPipeline.from_bundle(self, spec)
+
+    def summary(self) -> dict:
+        """Name, kind, spec, size and measured metrics, as ``nqec models`` shows them."""
+        return {"name": self.name, "kind": self.kind, "path": str(self.path), "spec": self.spec.to_dict(),
+                "parameters": self.manifest.get("parameters"), "metrics": self.manifest.get("metrics", {}),
+                "training": self.manifest.get("training", {})}

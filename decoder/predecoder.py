@@ -1,0 +1,132 @@
+"""The pre-decoder pipeline: a CNN removes confident local edges, PyMatching decodes the rest.
+
+The network sees, for every round ``t``, a window of ``window`` rounds centred on ``t``
+with both stabilizer types as channels (``[shots * T, 2 * window, H, W]``) and predicts
+one logit per (cell, direction) of round ``t`` (``[shots * T, D, H, W]``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from decoder.edges import Direction, EdgeTable
+from decoder.errors import NqecError
+from decoder.events import as_bool_events
+from decoder.interface import DecodeResult, Decoder, Stage
+from decoder.layout import Layout
+from decoder.matching import MatchingDecoder
+from decoder.spec import CodeSpec
+
+Runner = Callable[[np.ndarray], np.ndarray]  # float32 windows [N, 2W, H, W] -> logits [N, D, H, W]
+
+
+def round_windows(dense: np.ndarray, window: int) -> np.ndarray:
+    """Dense events ``[shots, 2, T, H, W]`` -> per-round windows ``[shots * T, 2 * window, H, W]``.
+
+    Rounds outside the experiment are zero. Channel ``2 * k + type`` holds round ``t - window // 2 + k``.
+    """
+    if window < 1 or window % 2 == 0:
+        raise NqecError(f"window must be an odd number of rounds >= 1, got {window}")
+    shots, types, rounds, height, width = dense.shape
+    half = window // 2
+    padded = np.zeros((shots, types, rounds + 2 * half, height, width), dtype=np.float32)
+    padded[:, :, half: half + rounds] = dense
+    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=2)  # [S, 2, T, H, W, window]
+    return np.ascontiguousarray(views.transpose(0, 2, 5, 1, 3, 4)).reshape(shots * rounds, window * types, height, width)
+
+
+class PreDecoderGeometry:
+    """Everything spec-specific the pre-decoder needs: layout, edges and where each edge's logit is."""
+
+    def __init__(self, spec: CodeSpec, directions: tuple[Direction, ...] | None = None):
+        self.spec = spec
+        self.layout = Layout.from_circuit(spec.circuit())
+        self.edges = EdgeTable.from_dem(spec.dem(), self.layout, directions)
+        self.directions = self.edges.directions
+        _, rounds, height, width = self.layout.shape
+        self.logit_shape = (rounds, len(self.directions), height, width)
+        known = self.edges.direction >= 0
+        self.predictable = np.flatnonzero(known)  # edges the network has a direction for
+        anchor = self.edges.anchor[known]
+        self.logit_index = np.ravel_multi_index(
+            (self.layout.t_index[anchor], self.edges.direction[known], self.layout.y_index[anchor],
+             self.layout.x_index[anchor]), self.logit_shape)
+
+    @property
+    def logit_mask(self) -> np.ndarray:
+        """``bool [T, D, H, W]``: True where an edge has its logit."""
+        mask = np.zeros(int(np.prod(self.logit_shape)), dtype=bool)
+        mask[self.logit_index] = True
+        return mask.reshape(self.logit_shape)
+
+    def targets(self, edge_labels: np.ndarray) -> np.ndarray:
+        """Edge labels ``[shots, E]`` -> float32 targets ``[shots * T, D, H, W]`` (0 where no edge)."""
+        shots = edge_labels.shape[0]
+        flat = np.zeros((shots, int(np.prod(self.logit_shape))), dtype=np.float32)
+        flat[:, self.logit_index] = edge_labels[:, self.predictable]
+        return flat.reshape(shots * self.logit_shape[0], *self.logit_shape[1:])
+
+    def edge_logits(self, logits: np.ndarray, shots: int) -> np.ndarray:
+        """Network output ``[shots * T, D, H, W]`` -> ``[shots, E_predictable]`` edge logits."""
+        return logits.reshape(shots, -1)[:, self.logit_index]
+
+
+class PreDecoderPipeline(Decoder):
+    """``predecoder+matching``: apply edges with probability > ``threshold``, match the residual.
+
+    With ``require_lit`` an edge is applied only if all its detectors fired, so the
+    network can remove detection events but never add them. Selected edges that share a
+    detector are left to matching.
+    """
+
+    name = "predecoder+matching"
+
+    def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
+                 threshold: float = 0.5, require_lit: bool = True):
+        if not 0 < threshold < 1:
+            raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
+        self.spec = spec
+        self.geometry = PreDecoderGeometry(spec, directions)
+        self.runner = runner
+        self.window = window
+        self.logit_threshold = float(np.log(threshold / (1 - threshold)))
+        self.require_lit = require_lit
+        self.matching = MatchingDecoder(spec.dem())
+        self.num_detectors = self.matching.num_detectors
+        self.num_observables = self.matching.num_observables
+
+    def predecode(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns ``(residual events, observable flips of applied edges, edges applied per shot)``."""
+        bits = as_bool_events(events, self.num_detectors)
+        shots = bits.shape[0]
+        geometry = self.geometry
+        logits = self.runner(round_windows(geometry.layout.to_dense(bits), self.window))
+        chosen = geometry.edge_logits(logits, shots) > self.logit_threshold
+        selected = np.zeros((shots, geometry.edges.num_edges), dtype=bool)
+        selected[:, geometry.predictable] = chosen
+        if self.require_lit:
+            pairs = geometry.edges.detectors
+            lit = bits[:, pairs[:, 0]] & np.where(pairs[:, 1] >= 0, bits[:, np.maximum(pairs[:, 1], 0)], True)
+            selected &= lit
+        selected = geometry.edges.without_conflicts(selected)
+        det_flips, obs_flips = geometry.edges.apply(selected)
+        return bits ^ det_flips, obs_flips, selected.sum(axis=1)
+
+    def decode_batch_with_info(self, detection_events: np.ndarray) -> DecodeResult:
+        bits = as_bool_events(detection_events, self.num_detectors)
+        if bits.shape[0] == 0:
+            return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
+        residual, obs_flips, applied = self.predecode(bits)
+        start = time.perf_counter()
+        observables = self.matching.decode_batch(residual) ^ obs_flips
+        matching_seconds = time.perf_counter() - start
+        return DecodeResult(
+            observables=observables,
+            stage=np.where(applied > 0, Stage.NETWORK, Stage.MATCHING).astype(np.uint8),
+            confidence=np.full(len(bits), 0.5, dtype=np.float32),
+            extra={"defects_before": bits.sum(axis=1), "defects_after": residual.sum(axis=1),
+                   "residual_matching_seconds": np.full(len(bits), matching_seconds / len(bits))},
+        )

@@ -1,0 +1,108 @@
+"""`nqec export`: a training checkpoint -> a model bundle (ONNX + manifest + weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from decoder.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Bundle
+from decoder.errors import NqecError
+from decoder.layout import Layout
+from decoder.spec import CodeSpec
+from training.loop import load_checkpoint
+
+OPSET = 18
+
+
+def build_model(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec, dict]:
+    """Rebuild the trained network from a checkpoint; returns (model, spec, kind-specific manifest section)."""
+    kind = checkpoint.get("kind")
+    config = checkpoint["config"]
+    if kind == "predecoder":
+        from decoder.nets import PreDecoderCNN
+        from training.train_predecoder import PreDecoderConfig
+
+        spec = PreDecoderConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
+        architecture = checkpoint["architecture"]
+        model = PreDecoderCNN(len(checkpoint["directions"]), **architecture)
+        section = {"directions": checkpoint["directions"], "window": architecture["window"],
+                   "threshold": checkpoint["threshold"], "require_lit": True, "architecture": architecture}
+    elif kind == "transformer":
+        from decoder.nets import TransformerDecoderNet
+        from training.train_transformer import TransformerConfig
+
+        spec = TransformerConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
+        model = TransformerDecoderNet(Layout.from_circuit(spec.circuit()), spec.circuit().num_observables,
+                                      **checkpoint["architecture"])
+        section = {"architecture": checkpoint["architecture"], "fallback_threshold": checkpoint["fallback_threshold"]}
+    else:
+        raise NqecError(f"checkpoint kind {kind!r} is not one of predecoder, transformer")
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), spec, section
+
+
+def example_input(kind: str, spec: CodeSpec, section: dict) -> tuple[torch.Tensor, dict]:
+    """A dummy input for tracing and the dynamic axes of the ONNX graph."""
+    layout = Layout.from_circuit(spec.circuit())
+    if kind == "predecoder":
+        _, _, height, width = layout.shape
+        return torch.zeros(2, 2 * section["window"], height, width), {0: "batch", 2: "height", 3: "width"}
+    return torch.zeros(2, *layout.shape), {0: "batch"}
+
+
+def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None = None) -> Bundle:
+    """Write ``model.onnx``, ``manifest.json`` and ``model.pt`` to ``out`` and return the loaded bundle."""
+    checkpoint_path, out = Path(checkpoint_path), Path(out)
+    if not checkpoint_path.is_file():
+        raise NqecError(f"checkpoint not found: {checkpoint_path}")
+    checkpoint = load_checkpoint(checkpoint_path)
+    model, spec, section = build_model(checkpoint)
+    kind = checkpoint["kind"]
+    example, axes = example_input(kind, spec, section)
+    out.mkdir(parents=True, exist_ok=True)
+    dims = {index: torch.export.Dim.DYNAMIC for index in axes}
+    program = torch.onnx.export(model, (example,), input_names=["inputs"], output_names=["logits"],
+                                dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True, verbose=False)
+    program.save(str(out / ONNX_FILE))
+    with torch.no_grad():
+        output_shape = list(model(example).shape)
+    input_shape = [axes.get(i, size) for i, size in enumerate(example.shape)]
+    output_shape = [axes.get(i, size) for i, size in enumerate(output_shape)]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name or out.name,
+        "kind": kind,
+        "spec": spec.to_dict(),
+        "circuit": str(spec.circuit()),
+        "layout": Layout.from_circuit(spec.circuit()).to_dict(),
+        kind: section,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "onnx": {"file": ONNX_FILE, "opset": OPSET,
+                 "inputs": [{"name": "inputs", "shape": input_shape, "dtype": "float32"}],
+                 "outputs": [{"name": "logits", "shape": output_shape, "dtype": "float32"}]},
+        "training": {**checkpoint["provenance"], "config": checkpoint["config"]},
+        "metrics": {"validation": checkpoint.get("metrics", {})},
+    }
+    if kind == "predecoder":
+        from decoder.predecoder import PreDecoderGeometry
+
+        edges = PreDecoderGeometry(spec, tuple(tuple(d) for d in section["directions"])).edges
+        section["edges"] = {"detectors": edges.detectors.tolist(),
+                            "observables": np.flatnonzero(edges.observables.any(axis=1)).tolist(),
+                            "direction": edges.direction.tolist()}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    torch.save({"kind": kind, "architecture": checkpoint.get("architecture"), "model": checkpoint["model"],
+                **({"directions": checkpoint["directions"]} if kind == "predecoder" else {})}, out / "model.pt")
+    return Bundle.load(out)
+
+
+def record_metrics(bundle_dir: str | Path, key: str, value: object) -> None:
+    """Store measured metrics (e.g. benchmark or evaluation results) in a bundle's manifest."""
+    path = Path(bundle_dir) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("metrics", {})[key] = value
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+

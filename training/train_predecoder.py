@@ -1,0 +1,120 @@
+"""Train the CNN pre-decoder on DEM samples; runs single-process or under torchrun (DDP).
+
+Labels are the matching-graph edges flipped by the fired DEM mechanisms; the loss is a
+class-weighted binary cross-entropy over every (round, direction, cell) that has an edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
+from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, round_windows
+from training.data import DemStream, Shard
+from training.evaluate import evaluate
+from training.loop import TrainConfig, TrainingTask, fit, setup_distributed, teardown_distributed
+
+CANDIDATE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+@dataclasses.dataclass
+class PreDecoderConfig(TrainConfig):
+    size: str = "fpga"
+    pos_weight: float = 1.0
+    threshold: float | None = None  # None: calibrate on held-out shots after training
+    out: str = "runs/predecoder"
+
+
+def torch_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8192):
+    """Wrap a model as a numpy ``inputs -> outputs`` runner (inference mode, chunked)."""
+    def run(inputs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            outputs = [model(torch.from_numpy(inputs[i: i + chunk]).to(device)).float().cpu().numpy()
+                       for i in range(0, len(inputs), chunk)]
+        return np.concatenate(outputs)
+    return run
+
+
+class PreDecoderTask(TrainingTask):
+    kind = "predecoder"
+
+    def __init__(self, config: PreDecoderConfig, device: torch.device):
+        if config.size not in PREDECODER_SIZES:
+            raise ValueError(f"size must be one of {sorted(PREDECODER_SIZES)}, got {config.size!r}")
+        self.config = config
+        self.device = device
+        self.architecture = dict(PREDECODER_SIZES[config.size])
+        self.window = self.architecture["window"]
+        self.geometry = PreDecoderGeometry(config.specs()[0])
+        self.model = PreDecoderCNN(len(self.geometry.directions), **self.architecture)
+        self.mask = torch.from_numpy(self.geometry.logit_mask).to(device)  # [T, D, H, W]
+        self.pos_weight = torch.tensor(config.pos_weight, device=device)
+        self.threshold = config.threshold or 0.5
+
+    def batches(self, seed: int, rank: int, world_size: int):
+        return iter(DemStream(self.config.specs(), self.config.batch, seed, Shard(rank=rank, world_size=world_size)))
+
+    def inputs_and_targets(self, events: np.ndarray, errors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = round_windows(self.geometry.layout.to_dense(events), self.window)
+        targets = self.geometry.targets(self.geometry.edges.labels(errors))
+        return torch.from_numpy(windows).to(self.device), torch.from_numpy(targets).to(self.device)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        events, _, errors = batch
+        x, y = self.inputs_and_targets(events, errors)
+        mask = self.mask.repeat(len(events), 1, 1, 1)
+        return F.binary_cross_entropy_with_logits(model(x)[mask].float(), y[mask], pos_weight=self.pos_weight)
+
+    def pipeline(self, model, threshold: float) -> PreDecoderPipeline:
+        spec = self.config.validation_spec()
+        return PreDecoderPipeline(spec, torch_runner(model, self.device), self.geometry.directions, self.window, threshold)
+
+    def validate(self, model) -> dict:
+        """Edge precision/recall on held-out DEM samples and pipeline LER vs matching on circuit shots."""
+        spec = self.config.validation_spec()
+        events, _, errors = spec.dem().compile_sampler(seed=10_000 + self.config.seed).sample(2048, return_errors=True)
+        x, y = self.inputs_and_targets(events, errors)
+        mask = self.mask.repeat(len(events), 1, 1, 1)
+        logit_threshold = float(np.log(self.threshold / (1 - self.threshold)))
+        with torch.inference_mode():
+            predicted = model(x)[mask] > logit_threshold
+        truth = y[mask] > 0.5
+        hits = (predicted & truth).sum().item()
+        result = evaluate(spec, self.pipeline(model, self.threshold), self.config.val_shots, seed=20_000 + self.config.seed)
+        return {"edge_precision": hits / max(1, predicted.sum().item()), "edge_recall": hits / max(1, truth.sum().item()),
+                "val_ler": result["ler"], "val_matching_ler": result["baseline_ler"], "val_ler_ratio": result["ler_ratio"],
+                "val_residual_fraction": result["residual_defect_fraction"], "val_shots": self.config.val_shots,
+                "val_spec": spec.to_dict(), "threshold": self.threshold}
+
+    def finish(self, model) -> dict:
+        """Calibrate the edge threshold (unless fixed): lowest pipeline LER, ties to fewer residual events."""
+        if self.config.threshold is not None:
+            return {}
+        spec = self.config.validation_spec()
+        table = []
+        for threshold in CANDIDATE_THRESHOLDS:
+            result = evaluate(spec, self.pipeline(model, threshold), self.config.val_shots, seed=30_000 + self.config.seed)
+            table.append({"threshold": threshold, "ler": result["ler"], "ler_ratio": result["ler_ratio"],
+                          "residual_fraction": result["residual_defect_fraction"]})
+        self.threshold = min(table, key=lambda row: (row["ler"], row["residual_fraction"]))["threshold"]
+        return {"threshold_calibration": table}
+
+    def checkpoint_fields(self) -> dict:
+        return {"architecture": self.architecture, "directions": [list(d) for d in self.geometry.directions],
+                "threshold": self.threshold}
+
+
+def train_predecoder(config: PreDecoderConfig, command: str = "") -> Path | None:
+    """Train (single process or torchrun); returns the checkpoint path on rank 0, else None."""
+    distributed = setup_distributed()
+    torch.manual_seed(config.seed)
+    try:
+        path = fit(PreDecoderTask(config, distributed.device), config, distributed, command)
+    finally:
+        teardown_distributed()
+    return path if distributed.is_main else None
