@@ -123,8 +123,12 @@ class Bundle:
         name = self.manifest["onnx"]["inputs"][0]["name"]
         return self.session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
-    def decoder(self, spec: CodeSpec | None = None):
-        """The pipeline this bundle defines, for ``spec`` (default: the bundle's own)."""
+    def decoder(self, spec: CodeSpec | None = None, out_of_range: str = "error"):
+        """The pipeline this bundle defines, for ``spec`` (default: the bundle's own).
+
+        A transformer is tied to its spec's geometry: for another spec, ``out_of_range="error"``
+        raises, ``"fallback"`` returns a pipeline whose every shot is answered by matching.
+        """
         spec = spec or self.spec
         if self.kind == "predecoder":
             from decoder.predecoder import PreDecoderPipeline
@@ -137,6 +141,10 @@ class Bundle:
                                       section["window"], section["threshold"], section.get("require_lit", True))
         from decoder.transformer import TransformerPipeline
 
+        if out_of_range == "error" and not spec.same_geometry(self.spec):
+            raise NqecError(f"model {self.name!r} was trained for d={self.spec.distance} r={self.spec.rounds} "
+                            f"{self.spec.basis.upper()}-basis; got d={spec.distance} r={spec.rounds} "
+                            f"{spec.basis.upper()}-basis")
         return TransformerPipeline.from_bundle(self, spec)
 
     def summary(self) -> dict:

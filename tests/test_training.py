@@ -1,0 +1,71 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from training.loop import cosine_lr, load_checkpoint
+from training.train_transformer import TransformerConfig, train_transformer
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    lrs = [cosine_lr(step, 100, 1.0, 10) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] > lrs[50] > lrs[99] >= 0.1
+
+
+def test_training_records_provenance_and_validation(predecoder_bundle):
+    manifest = predecoder_bundle.manifest
+    training = manifest["training"]
+    assert training["steps"] == 40 and training["samples"] == 40 * 128
+    assert training["seed"] == 0 and training["command"] == "pytest" and training["wall_seconds"] > 0
+    validation = manifest["metrics"]["validation"]
+    assert 0 <= validation["edge_recall"] <= 1 and validation["val_ler"] >= 0
+    lines = [json.loads(line) for line in (predecoder_bundle.path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "val_ler" in line] == [20, 40]
+
+
+def test_predecoder_learns(predecoder_bundle):
+    """40 steps take the BCE loss well below its value at initialization (~0.69)."""
+    lines = [json.loads(line) for line in (predecoder_bundle.path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < 0.3
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    config = TransformerConfig(distance=3, ps=(0.01,), steps=6, batch=32, val_every=3, val_shots=200,
+                               fallback_threshold=0.0, out=str(tmp_path))
+    train_transformer(config)
+    first = load_checkpoint(tmp_path / "checkpoint.pt")
+    config.steps, config.resume = 10, True
+    train_transformer(config)
+    resumed = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (first["step"], resumed["step"]) == (6, 10)
+    assert resumed["provenance"]["samples"] == 10 * 32
+    assert resumed["provenance"]["wall_seconds"] > first["provenance"]["wall_seconds"]
+    changed = [not torch.equal(first["model"][k], resumed["model"][k]) for k in first["model"]]
+    assert any(changed)
+
+
+def test_fallback_threshold_is_calibrated_when_not_given(tmp_path):
+    config = TransformerConfig(distance=3, ps=(0.01,), steps=4, batch=32, val_every=4, val_shots=500, out=str(tmp_path))
+    checkpoint = load_checkpoint(train_transformer(config))
+    table = checkpoint["fallback_calibration"]
+    assert [row["fallback_threshold"] for row in table] == [0.0, 0.05, 0.1, 0.2, 0.3, 0.4]
+    best = min(table, key=lambda row: (row["ler"], row["fallback_fraction"]))
+    assert checkpoint["fallback_threshold"] == best["fallback_threshold"]
+
+
+def test_torchrun_ddp_on_two_cpu_processes(tmp_path):
+    """The same entry point under torchrun: 2 processes, gloo backend, data sharded by rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "nqec", "train", "transformer", "-d", "3", "-p", "0.01", "--steps", "4", "--batch", "16",
+               "--val-every", "4", "--val-shots", "200", "--threshold", "0", "--out", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert checkpoint["provenance"]["world_size"] == 2
+    assert checkpoint["provenance"]["samples"] == 4 * 16 * 2
+    assert (tmp_path / "model.onnx").is_file()
