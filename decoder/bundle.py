@@ -138,7 +138,8 @@ class Bundle:
                 raise NqecError(f"model {self.name!r} was trained for the {self.spec.basis.upper()} basis, "
                                 f"got a {spec.basis.upper()}-basis spec")
             return PreDecoderPipeline(spec, self.run, tuple(tuple(d) for d in section["directions"]),
-                                      section["window"], section["threshold"], section.get("require_lit", True))
+                                      section["window"], section["threshold"], section["require_lit"],
+                                      section["isolated_only"])
         from decoder.transformer import TransformerPipeline
 
         if out_of_range == "error" and not spec.same_geometry(self.spec):

@@ -119,6 +119,30 @@ class EdgeTable:
         crowded = scipy.sparse.csr_matrix((counts > 1).astype(np.uint8))
         return selected & ((crowded @ self.incidence.T).toarray() == 0)
 
+    def isolated(self, events: np.ndarray) -> np.ndarray:
+        """``bool [shots, E]``: no lit detector other than the edge's own lies within two graph
+        hops of the edge's detectors, so matching has no competing explanation nearby."""
+        lit = scipy.sparse.csr_matrix(events.astype(np.uint8))
+        nearby = (lit @ self.two_hop).toarray()  # lit detectors within two hops, per detector
+        pairs = self.detectors
+        partner = pairs[:, 1] >= 0
+        own = np.where(partner, 1, 0)  # a pair edge's detectors count each other once
+        first = nearby[:, pairs[:, 0]] <= own
+        second = np.where(partner, nearby[:, np.maximum(pairs[:, 1], 0)] <= 1, True)
+        return first & second
+
+    @functools.cached_property
+    def two_hop(self) -> scipy.sparse.csr_matrix:
+        """``[N, N]`` 0/1: distinct detectors at most two edges apart in the matching graph."""
+        pairs = self.detectors[self.detectors[:, 1] >= 0]
+        rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        one = scipy.sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
+                                      shape=(self.num_detectors, self.num_detectors))
+        reach = ((one + one @ one) > 0).astype(np.int32).tolil()
+        reach.setdiag(0)
+        return reach.tocsr()
+
     @functools.cached_property
     def incidence(self) -> scipy.sparse.csr_matrix:
         """``[E, N]`` 0/1: the detectors of each edge."""

@@ -79,13 +79,15 @@ class PreDecoderPipeline(Decoder):
 
     With ``require_lit`` an edge is applied only if all its detectors fired, so the
     network can remove detection events but never add them. Selected edges that share a
-    detector are left to matching.
+    detector are left to matching. With ``isolated_only`` an edge is applied only where its
+    lit detectors have no other lit neighbour in the matching graph, the configurations in
+    which removing it cannot change what matching does with the rest.
     """
 
     name = "predecoder+matching"
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
-                 threshold: float = 0.5, require_lit: bool = True):
+                 threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False):
         if not 0 < threshold < 1:
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
         self.spec = spec
@@ -94,6 +96,7 @@ class PreDecoderPipeline(Decoder):
         self.window = window
         self.logit_threshold = float(np.log(threshold / (1 - threshold)))
         self.require_lit = require_lit
+        self.isolated_only = isolated_only
         self.matching = MatchingDecoder(spec.dem())
         self.num_detectors = self.matching.num_detectors
         self.num_observables = self.matching.num_observables
@@ -112,6 +115,8 @@ class PreDecoderPipeline(Decoder):
             lit = bits[:, pairs[:, 0]] & np.where(pairs[:, 1] >= 0, bits[:, np.maximum(pairs[:, 1], 0)], True)
             selected &= lit
         selected = geometry.edges.without_conflicts(selected)
+        if self.isolated_only:
+            selected &= geometry.edges.isolated(bits)
         det_flips, obs_flips = geometry.edges.apply(selected)
         return bits ^ det_flips, obs_flips, selected.sum(axis=1)
 

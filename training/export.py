@@ -29,7 +29,8 @@ def build_model(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec, dict]:
         architecture = checkpoint["architecture"]
         model = PreDecoderCNN(len(checkpoint["directions"]), **architecture)
         section = {"directions": checkpoint["directions"], "window": architecture["window"],
-                   "threshold": checkpoint["threshold"], "require_lit": True, "architecture": architecture}
+                   "threshold": checkpoint["threshold"], "require_lit": True,
+                   "isolated_only": checkpoint.get("isolated_only", False), "architecture": architecture}
     elif kind == "transformer":
         from decoder.nets import TransformerDecoderNet
         from training.train_transformer import TransformerConfig

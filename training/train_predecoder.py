@@ -55,6 +55,7 @@ class PreDecoderTask(TrainingTask):
         self.mask = torch.from_numpy(self.geometry.logit_mask).to(device)  # [T, D, H, W]
         self.pos_weight = torch.tensor(config.pos_weight, device=device)
         self.threshold = config.threshold or 0.5
+        self.isolated_only = False
 
     def batches(self, seed: int, rank: int, world_size: int):
         return iter(DemStream(self.config.specs(), self.config.batch, seed, Shard(rank=rank, world_size=world_size)))
@@ -70,9 +71,10 @@ class PreDecoderTask(TrainingTask):
         mask = self.mask.repeat(len(events), 1, 1, 1)
         return F.binary_cross_entropy_with_logits(model(x)[mask].float(), y[mask], pos_weight=self.pos_weight)
 
-    def pipeline(self, model, threshold: float) -> PreDecoderPipeline:
+    def pipeline(self, model, threshold: float, isolated_only: bool = False) -> PreDecoderPipeline:
         spec = self.config.validation_spec()
-        return PreDecoderPipeline(spec, torch_runner(model, self.device), self.geometry.directions, self.window, threshold)
+        return PreDecoderPipeline(spec, torch_runner(model, self.device), self.geometry.directions, self.window,
+                                  threshold, isolated_only=isolated_only)
 
     def validate(self, model) -> dict:
         """Edge precision/recall on held-out DEM samples and pipeline LER vs matching on circuit shots."""
@@ -92,21 +94,25 @@ class PreDecoderTask(TrainingTask):
                 "val_spec": spec.to_dict(), "threshold": self.threshold}
 
     def finish(self, model) -> dict:
-        """Calibrate the edge threshold (unless fixed): lowest pipeline LER, ties to fewer residual events."""
+        """Calibrate the edge threshold and the isolation gate (unless the threshold is fixed):
+        lowest pipeline LER on fresh held-out shots, ties to fewer residual events."""
         if self.config.threshold is not None:
             return {}
         spec = self.config.validation_spec()
         table = []
-        for threshold in CANDIDATE_THRESHOLDS:
-            result = evaluate(spec, self.pipeline(model, threshold), self.config.val_shots, seed=30_000 + self.config.seed)
-            table.append({"threshold": threshold, "ler": result["ler"], "ler_ratio": result["ler_ratio"],
-                          "residual_fraction": result["residual_defect_fraction"]})
-        self.threshold = min(table, key=lambda row: (row["ler"], row["residual_fraction"]))["threshold"]
+        for isolated_only in (False, True):
+            for threshold in CANDIDATE_THRESHOLDS:
+                result = evaluate(spec, self.pipeline(model, threshold, isolated_only), self.config.val_shots,
+                                  seed=30_000 + self.config.seed)
+                table.append({"threshold": threshold, "isolated_only": isolated_only, "ler": result["ler"],
+                              "ler_ratio": result["ler_ratio"], "residual_fraction": result["residual_defect_fraction"]})
+        best = min(table, key=lambda row: (row["ler"], row["residual_fraction"]))
+        self.threshold, self.isolated_only = best["threshold"], best["isolated_only"]
         return {"threshold_calibration": table}
 
     def checkpoint_fields(self) -> dict:
         return {"architecture": self.architecture, "directions": [list(d) for d in self.geometry.directions],
-                "threshold": self.threshold}
+                "threshold": self.threshold, "isolated_only": self.isolated_only}
 
 
 def train_predecoder(config: PreDecoderConfig, command: str = "") -> Path | None:
