@@ -171,6 +171,72 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from server.app import ServerConfig, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve_forever(ServerConfig(host=args.host, port=args.port, models_dir=args.models, max_batch=args.max_batch,
+                               max_wait_us=args.max_wait_us, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                               token=args.token, metrics_port=args.metrics_port))
+    return 0
+
+
+def served_model_name(model: str, spec) -> str:
+    """``matching`` means the server's matching model for ``spec``; other names pass through."""
+    from server.models import matching_model_name
+
+    return matching_model_name(spec) if model == "matching" else model
+
+
+def cmd_client_decode(args: argparse.Namespace) -> int:
+    import grpc
+    import numpy as np
+
+    from decoder.bundle import Bundle
+    from decoder.registry import build_decoder
+    from server.client import DecoderClient
+    from training.evaluate import sweep_specs
+
+    (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
+    name = served_model_name(args.model, spec)
+    client = DecoderClient([t for t in args.target.split(",") if t], token=args.token)
+    try:
+        info = client.model_info(name)
+    except grpc.RpcError as exc:
+        raise NqecError(f"server at {args.target}: {exc.code().name}: {exc.details()}") from None
+    if info.num_detectors != spec.circuit().num_detectors:
+        raise NqecError(f"model {name!r} decodes d={info.distance} r={info.rounds}; -d/-r give a different experiment")
+    events, observables = spec.circuit().compile_detector_sampler(seed=args.seed).sample(
+        args.shots, separate_observables=True, bit_packed=True)
+    flips, stages, server_seconds = client.decode(name, events)
+    local = (build_decoder("matching", spec) if info.kind == "matching" else Bundle.load(name).decoder(spec))
+    agree = np.array_equal(flips, local.decode_batch(events))
+    actual = np.unpackbits(observables, axis=1, count=info.num_observables, bitorder="little").astype(bool)
+    errors = int(np.any(flips != actual, axis=1).sum())
+    print(f"{args.shots} shots via {args.target} model {name}: {errors} logical errors (LER {errors / args.shots:.3e}), "
+          f"server decode {server_seconds * 1e3:.2f} ms, network answered {np.mean(stages == 1):.1%}, "
+          f"agrees with in-process decoding: {'yes' if agree else 'NO'}")
+    return 0 if agree else 1
+
+
+def cmd_bench_server(args: argparse.Namespace) -> int:
+    from server.bench import bench_server
+    from training.evaluate import sweep_specs
+    from training.report import command_line, print_table, write_json
+
+    (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
+    result, table = bench_server(served_model_name(args.model, spec), spec, target=args.target, seconds=args.seconds,
+                                 clients=args.clients, seed=args.seed)
+    result["command"] = command_line()
+    print_table(table)
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nqec", description="Neural decoders for surface-code QEC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -236,6 +302,29 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
+    serve = commands.add_parser("serve", help="run the gRPC decoding service")
+    serve.add_argument("--models", default=None, help="a folder of bundles to serve besides the shipped ones")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--max-batch", type=_positive_int, default=4096, help="most shots decoded in one batch")
+    serve.add_argument("--max-wait-us", type=int, default=0, help="how long a batch waits for more requests")
+    serve.add_argument("--tls-cert", default=None)
+    serve.add_argument("--tls-key", default=None)
+    serve.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' metadata")
+    serve.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port")
+    serve.set_defaults(func=cmd_serve)
+
+    client = commands.add_parser("client", help="talk to a running decoding service")
+    client_commands = client.add_subparsers(dest="client_command", required=True, metavar="ACTION")
+    decode = client_commands.add_parser("decode", help="sample with Stim, decode remotely, check in-process")
+    decode.add_argument("--target", default="127.0.0.1:50051", help="host:port, or a comma list of replicas")
+    decode.add_argument("--model", default="matching", help="served model name ('matching' = matching for -d/-r/-p)")
+    _add_experiment_args(decode, sweep=False)
+    decode.add_argument("--shots", type=_positive_int, default=10_000)
+    decode.add_argument("--seed", type=int, default=0)
+    decode.add_argument("--token", default=None)
+    decode.set_defaults(func=cmd_client_decode)
+
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     data = benches.add_parser("data", help="training-stream samples/s vs Stim's raw sampler")
@@ -245,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--json", default=None)
     data.set_defaults(func=cmd_bench_data)
+    server_bench = benches.add_parser("server", help="gRPC latency and throughput vs in-process decoding")
+    server_bench.add_argument("--model", default="matching")
+    _add_experiment_args(server_bench, sweep=False)
+    server_bench.add_argument("--target", default=None, help="a running server (default: start one on loopback)")
+    server_bench.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
+    server_bench.add_argument("--clients", type=_positive_int, default=4, help="concurrent client threads")
+    server_bench.add_argument("--seed", type=int, default=0)
+    server_bench.add_argument("--json", default=None)
+    server_bench.set_defaults(func=cmd_bench_server)
     return parser
 
 

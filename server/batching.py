@@ -1,0 +1,106 @@
+"""Micro-batching: concurrent requests for one model share a single decode call."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+from decoder.interface import DecodeResult, Decoder
+
+
+class DeadlineExpired(Exception):
+    """The request's deadline passed before its batch was decoded."""
+
+
+@dataclasses.dataclass
+class _Pending:
+    events: np.ndarray  # bit-packed uint8 [shots, bytes]
+    deadline: float | None  # time.monotonic() value, or None
+    future: Future
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    """One request's slice of a decoded batch and the batch's decode time."""
+
+    result: DecodeResult
+    decode_seconds: float
+    batch_shots: int
+
+
+class MicroBatcher:
+    """One worker thread per model: it takes every queued request (up to ``max_batch`` shots,
+    waiting at most ``max_wait_s`` for more after the first), decodes them as one batch and
+    hands each request its rows. Expired requests are dropped before decoding."""
+
+    def __init__(self, decoder: Decoder, max_batch: int = 4096, max_wait_s: float = 0.0):
+        self.decoder = decoder
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{decoder.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: np.ndarray, deadline: float | None = None) -> Future:
+        """Queue bit-packed events; the future resolves to a :class:`BatchOutcome`."""
+        future: Future = Future()
+        self._queue.put(_Pending(events, deadline, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        items, shots = [first], len(first.events)
+        wait_until = time.monotonic() + self.max_wait_s
+        while shots < self.max_batch:
+            remaining = wait_until - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
+            shots += len(item.events)
+        return items, False
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()
+            if first is None:
+                return
+            items, closing = self._collect(first)
+            now = time.monotonic()
+            live = []
+            for item in items:
+                if item.deadline is not None and now > item.deadline:
+                    item.future.set_exception(DeadlineExpired())
+                elif item.future.set_running_or_notify_cancel():
+                    live.append(item)
+            if live:
+                self._decode(live)
+
+    def _decode(self, items: list[_Pending]) -> None:
+        batch = items[0].events if len(items) == 1 else np.concatenate([item.events for item in items])
+        start = time.perf_counter()
+        try:
+            result = self.decoder.decode_batch_with_info(batch)
+        except Exception as exc:  # a failing model must not kill the worker
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        seconds = time.perf_counter() - start
+        offset = 0
+        for item in items:
+            rows = slice(offset, offset + len(item.events))
+            offset = rows.stop
+            part = DecodeResult(result.observables[rows], result.stage[rows], result.confidence[rows])
+            item.future.set_result(BatchOutcome(part, seconds, len(batch)))

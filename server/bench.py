@@ -1,0 +1,187 @@
+"""`nqec bench server`: gRPC latency and throughput against in-process decoding of the same shots.
+
+Load goes to loopback only, is bounded in time, and stops by itself. Unless given a target,
+the benchmark starts its own server in a subprocess (its own interpreter, as in production).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.table import Table
+
+from decoder.bundle import Bundle
+from decoder.matching import MatchingDecoder
+from decoder.spec import CodeSpec
+from server.client import DecoderClient
+from server.generated import decoder_pb2 as pb2
+
+BATCH = 1024
+STREAM_EXPERIMENTS = 512
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(timeout: float = 120.0):
+    """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``host:port``."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", str(port), "--metrics-port",
+                                str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_until_serving(target, timeout, process)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_until_serving(target: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            with contextlib.suppress(grpc.RpcError):
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.2)
+    raise TimeoutError(f"no server answered health checks at {target} within {timeout:.0f} s")
+
+
+def _percentiles_ms(samples: list[float]) -> dict:
+    p50, p99, p999 = np.percentile(np.array(samples) * 1e3, [50, 99, 99.9])
+    return {"p50": float(p50), "p99": float(p99), "p999": float(p999)}
+
+
+def _inprocess(decoder, events: np.ndarray, seconds: float) -> dict:
+    """In-process shots/s at batch 1024 and single-shot latency, same shots."""
+    times, shots, start = [], 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        offset = (shots // BATCH * BATCH) % (len(events) - BATCH)
+        t = time.perf_counter()
+        decoder.decode_batch(events[offset: offset + BATCH])
+        times.append(time.perf_counter() - t)
+        shots += BATCH
+    single = []
+    for row in range(min(2000, len(events))):
+        t = time.perf_counter()
+        decoder.decode_batch(events[row: row + 1])
+        single.append(time.perf_counter() - t)
+    return {"shots_per_s": BATCH / float(np.mean(times)), "batch_seconds": float(np.mean(times)),
+            "single": _percentiles_ms(single)}
+
+
+def _unary_latency(client: DecoderClient, model: str, events: np.ndarray, seconds: float) -> list[float]:
+    samples, start, row = [], time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        client.decode(model, events[row: row + 1], timeout=5)
+        samples.append(time.perf_counter() - t)
+        row = (row + 1) % len(events)
+    return samples
+
+
+def _sustained(client: DecoderClient, model: str, events: np.ndarray, seconds: float, clients: int) -> tuple[float, list[float]]:
+    """Shots/s with ``clients`` threads sending 1024-shot requests; also each call's round-trip time."""
+    counts, round_trips, stop = [0] * clients, [], time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        offset = index * BATCH
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            client.decode(model, events[offset % (len(events) - BATCH):][:BATCH], timeout=10)
+            round_trips.append(time.perf_counter() - t)
+            counts[index] += BATCH
+            offset += clients * BATCH
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start), round_trips
+
+
+def _streaming(client: DecoderClient, model: str, events: np.ndarray, info, seconds: float) -> float:
+    """Shots/s over one DecodeStream; each message carries one round of 512 interleaved experiments."""
+    per_round = list(info.detectors_per_round)
+    bounds = np.cumsum([0] + per_round)
+    bits = np.unpackbits(events, axis=1, count=info.num_detectors, bitorder="little").astype(bool)
+    stop = time.perf_counter() + seconds
+    answered = [0]
+
+    def requests():
+        block = 0
+        while time.perf_counter() < stop:
+            rows = np.arange(block * STREAM_EXPERIMENTS, (block + 1) * STREAM_EXPERIMENTS) % len(bits)
+            for r, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                packed = np.packbits(bits[rows, lo:hi], axis=1, bitorder="little")
+                yield pb2.StreamRequest(rounds=[
+                    pb2.Round(experiment_id=f"{block}-{i}", model=model if r == 0 else "", events=packed[i].tobytes(),
+                              last=r == len(per_round) - 1) for i in range(len(rows))])
+            block += 1
+
+    start = time.perf_counter()
+    for response in client.stub().DecodeStream(requests(), metadata=client.metadata, timeout=seconds + 60):
+        answered[0] += len(response.results)
+    return answered[0] / (time.perf_counter() - start)
+
+
+def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds: float = 3.0, clients: int = 4,
+                 seed: int = 0, shots: int = 65_536) -> tuple[dict, Table]:
+    """Measure unary latency, sustained and streaming throughput, and in-process baselines."""
+    events, _ = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True, bit_packed=True)
+    with (contextlib.nullcontext(target) if target else local_server()) as address:
+        client = DecoderClient([address])
+        info = client.model_info(model)
+        decoder = MatchingDecoder.from_spec(spec) if info.kind == "matching" else Bundle.load(model).decoder(spec)
+        inprocess = _inprocess(decoder, events, seconds)
+        client.decode(model, events[:BATCH])  # warm up
+        latency = _percentiles_ms(_unary_latency(client, model, events, seconds))
+        _, sequential = _sustained(client, model, events, seconds, 1)
+        sustained, _ = _sustained(client, model, events, seconds, clients)
+        streaming = _streaming(client, model, events, info, seconds) if info.detectors_per_round else None
+        client.close()
+    batch_overhead = float(np.mean(sequential)) / inprocess["batch_seconds"]
+    result = {
+        "model": model, "spec": spec.to_dict(), "machine": f"{platform.node()} ({platform.machine()})",
+        "server": target or "subprocess on 127.0.0.1", "seconds_per_phase": seconds, "clients": clients, "seed": seed,
+        "unary_p50_ms": latency["p50"], "unary_p99_ms": latency["p99"], "unary_p999_ms": latency["p999"],
+        "inprocess_single_p50_ms": inprocess["single"]["p50"], "inprocess_single_p99_ms": inprocess["single"]["p99"],
+        "sustained_shots_per_s": sustained, "stream_shots_per_s": streaming,
+        "inprocess_shots_per_s": inprocess["shots_per_s"],
+        "sustained_vs_inprocess": sustained / inprocess["shots_per_s"],
+        "stream_vs_inprocess": None if streaming is None else streaming / inprocess["shots_per_s"],
+        "grpc_overhead_batch1024": batch_overhead,
+    }
+    table = Table(title=f"nqec bench server: {model} ({spec.label()})")
+    for column in ("measure", "gRPC", "in-process", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row("single shot p50 / p99 / p99.9 (ms)",
+                  f"{latency['p50']:.3f} / {latency['p99']:.3f} / {latency['p999']:.3f}",
+                  f"{inprocess['single']['p50']:.3f} / {inprocess['single']['p99']:.3f}", "")
+    table.add_row(f"time per 1024-shot batch (ms)", f"{np.mean(sequential) * 1e3:.2f}",
+                  f"{inprocess['batch_seconds'] * 1e3:.2f}", f"{batch_overhead:.2f}x")
+    table.add_row(f"sustained unary, {clients} clients (shots/s)", f"{sustained:,.0f}",
+                  f"{inprocess['shots_per_s']:,.0f}", f"{result['sustained_vs_inprocess']:.2f}")
+    if streaming is not None:
+        table.add_row("DecodeStream (shots/s)", f"{streaming:,.0f}", f"{inprocess['shots_per_s']:,.0f}",
+                      f"{result['stream_vs_inprocess']:.2f}")
+    return result, table

@@ -1,0 +1,83 @@
+"""The models a server offers: neural bundles and one matching model per supported spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from decoder.bundle import MANIFEST, Bundle, shipped_models
+from decoder.interface import Decoder
+from decoder.layout import Layout
+from decoder.matching import MatchingDecoder
+from decoder.spec import CodeSpec
+
+log = logging.getLogger(__name__)
+
+# Matching models every server offers besides those of its bundles' specs.
+DEFAULT_MATCHING_SPECS = tuple(CodeSpec(d, d, p) for d in (3, 5, 7, 9) for p in (0.001, 0.003, 0.005))
+
+
+def matching_model_name(spec: CodeSpec) -> str:
+    """Served name of the matching model for ``spec``, e.g. ``matching-d5-r5-p0.003-z-depolarizing``."""
+    return f"matching-d{spec.distance}-r{spec.rounds}-p{spec.p:g}-{spec.basis}-{spec.noise}"
+
+
+@dataclasses.dataclass
+class ServedModel:
+    """One servable model: its pipeline, spec and what clients need to talk to it."""
+
+    name: str
+    kind: str  # matching, predecoder, transformer
+    decoder_name: str
+    spec: CodeSpec
+    decoder: Decoder
+    detectors_per_round: list[int]
+    metrics: dict
+
+    @property
+    def detector_bytes(self) -> int:
+        return (self.decoder.num_detectors + 7) // 8
+
+    @property
+    def observable_bytes(self) -> int:
+        return (self.decoder.num_observables + 7) // 8
+
+
+def _detectors_per_round(spec: CodeSpec) -> list[int]:
+    layout = Layout.from_circuit(spec.circuit())
+    if np.any(np.diff(layout.t_index) < 0):
+        return []  # detectors are not in round order: streaming is not offered for this model
+    return np.bincount(layout.t_index, minlength=layout.shape[1]).tolist()
+
+
+def load_models(models_dir: str | Path | None = None, shipped: bool = True,
+                matching_specs: tuple[CodeSpec, ...] = DEFAULT_MATCHING_SPECS) -> dict[str, ServedModel]:
+    """Shipped bundles, bundles under ``models_dir`` and matching models, by served name."""
+    bundles = [Bundle.load(name) for name in shipped_models()] if shipped else []
+    if models_dir is not None:
+        bundles += [Bundle.load(path.parent) for path in sorted(Path(models_dir).glob(f"*/{MANIFEST}"))]
+    models: dict[str, ServedModel] = {}
+    for bundle in bundles:
+        decoder = bundle.decoder()
+        models[bundle.name] = ServedModel(bundle.name, bundle.kind, decoder.name, bundle.spec, decoder,
+                                          _detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
+    for spec in {*matching_specs, *(b.spec for b in bundles)}:
+        name = matching_model_name(spec)
+        models[name] = ServedModel(name, "matching", "matching", spec, MatchingDecoder.from_spec(spec),
+                                   _detectors_per_round(spec), {})
+    log.info("serving %d models", len(models))
+    return models
+
+
+def model_info(model: ServedModel, pb2):
+    """The ``ModelInfo`` message of a served model."""
+    spec = model.spec
+    return pb2.ModelInfo(
+        name=model.name, kind=model.kind, decoder=model.decoder_name, distance=spec.distance, rounds=spec.rounds,
+        p=spec.p, basis=spec.basis, noise=spec.noise, num_detectors=model.decoder.num_detectors,
+        num_observables=model.decoder.num_observables, detectors_per_round=model.detectors_per_round,
+        metrics_json=json.dumps(model.metrics))
