@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean
+FPGA_MODEL ?= predecoder-fpga
+FPGA_DIR ?= out/fpga/$(FPGA_MODEL)
+
+.PHONY: test demo install clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +24,26 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/nqec demo
+
+# FPGA flow: export and C simulation run here; the vendor steps need vitis_hls / vivado on PATH.
+fpga-export: $(STAMP)
+	$(BIN)/nqec fpga export --model $(FPGA_MODEL) --out $(FPGA_DIR)
+
+fpga-csim: fpga-export
+	$(BIN)/nqec fpga csim --model $(FPGA_MODEL) --shots 100000 --json out/fpga/csim.json
+
+fpga-synth: fpga-export
+	$(BIN)/nqec fpga build synth --project $(FPGA_DIR)
+	$(BIN)/nqec fpga report $(FPGA_DIR) --json out/fpga/synth_report.json
+
+fpga-cosim: fpga-export
+	$(BIN)/nqec fpga build cosim --project $(FPGA_DIR)
+
+fpga-bitstream: fpga-export
+	$(BIN)/nqec fpga build bitstream --project $(FPGA_DIR)
+
+fpga-report: $(STAMP)
+	$(BIN)/nqec fpga report $(FPGA_DIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

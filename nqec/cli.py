@@ -237,6 +237,116 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_estimate(estimate: dict) -> None:
+    from rich.table import Table
+
+    from training.report import print_table
+
+    table = Table(title=f"FPGA cost ESTIMATE (reuse factor {estimate['reuse_factor']}, {estimate['clock_ns']} ns clock)",
+                  caption=estimate["label"])
+    for column in ("layer", "multiplications", "parameters", "weight", "accum", "result", "cycles"):
+        table.add_column(column, justify="right")
+    for row in estimate["layers"]:
+        table.add_row(row["layer"], f"{row['multiplications']:,}", f"{row['parameters']:,}", row["weight"],
+                      row["accum"], row["result"], str(row["cycles"]))
+    table.add_row("total", f"{estimate['multiplications_per_window']:,}", f"{estimate['parameters']:,}", "", "", "",
+                  f"{estimate['latency_cycles']} ({estimate['latency_ns']:.0f} ns)")
+    print_table(table)
+
+
+def cmd_fpga_export(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fpga.convert import convert, stim_windows
+    from fpga.estimate import estimate
+    from fpga.vectors import write_vectors
+
+    design = convert(args.model, args.out, args.part, args.clock_ns, args.precision, args.reuse_factor,
+                     compile_csim=False)
+    windows = stim_windows(design.bundle, args.vectors, seed=args.seed)[: args.vectors]
+    write_vectors(args.out, windows, design.emulate(windows))
+    cost = estimate(design.layers, tuple(design.settings["input_shape"]), args.reuse_factor, args.clock_ns)
+    settings_path = Path(args.out) / "nqec_fpga.json"
+    settings_path.write_text(json.dumps({**design.settings, "estimate": cost, "test_vectors": len(windows)}, indent=1))
+    _print_estimate(cost)
+    print(f"wrote hls4ml project {args.out} ({len(windows)} test vectors in tb_data/)")
+    return 0
+
+
+def cmd_fpga_csim(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fpga.convert import convert
+    from fpga.csim import csim_report
+    from training.report import command_line, write_json
+
+    with tempfile.TemporaryDirectory() as scratch:
+        design = convert(args.model, args.out or scratch, precision=args.precision)
+        result = csim_report(design, args.shots, args.csim_windows, args.seed)
+    result["command"] = command_line()
+    print(f"C simulation of {result['model']} on {result['csim_windows']} Stim windows "
+          f"({result['csim_seconds']:.1f} s): edge decisions agree with float {result['edge_agreement']:.5%}; "
+          f"numpy emulation bit-exact on {result['emulation_bitexact_windows']}/{result['csim_windows']} windows; "
+          f"max |logit diff| {result['max_abs_logit_diff']:.4g}")
+    ratio = result["ler_ratio_fixed_vs_float"]
+    print(f"pipeline on {result['shots']} shots: LER fixed {result['ler_fixed']:.3e} vs float {result['ler_float']:.3e} "
+          f"(ratio {'-' if ratio is None else f'{ratio:.3f}'}), {result['shots_with_different_outcome']} shots differ")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_fpga_build(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fpga.fixed import FixedType
+    from fpga.vectors import check_results
+    from fpga.vendor import run_step
+
+    run_step(args.project, args.step)
+    if args.step in ("csim", "cosim"):
+        settings = json.loads((Path(args.project) / "nqec_fpga.json").read_text())
+        result = check_results(args.project, args.step, FixedType.parse(settings["layers"][-1]["result"]))
+        print(f"{args.step}: {result['matching_vectors']}/{result['vectors']} test vectors match the expected outputs")
+        return 0 if result["passed"] else 1
+    return 0
+
+
+def cmd_fpga_report(args: argparse.Namespace) -> int:
+    import contextlib
+    import io
+
+    from rich.table import Table
+
+    from training.report import print_table, write_json
+
+    import hls4ml
+
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:
+        report = hls4ml.report.parse_vivado_report(str(args.project)) or {}
+    synthesis = report.get("CSynthesisReport")
+    if not synthesis:
+        raise NqecError(f"no Vitis HLS synthesis report under {args.project} ({chatter.getvalue().strip() or 'run make fpga-synth'})")
+    keys = ["TargetClockPeriod", "EstimatedClockPeriod", "BestLatency", "WorstLatency", "IntervalMin", "IntervalMax",
+            "LUT", "FF", "DSP", "BRAM_18K", "URAM"]
+    summary = {key: synthesis.get(key) for key in keys if key in synthesis}
+    summary.update({f"Available{k}": synthesis.get(f"Available{k}") for k in ("LUT", "FF", "DSP", "BRAM_18K")
+                    if f"Available{k}" in synthesis})
+    table = Table(title=f"Vitis HLS report: {args.project}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    print_table(table)
+    if args.json:
+        write_json(args.json, summary)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nqec", description="Neural decoders for surface-code QEC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -324,6 +434,36 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--seed", type=int, default=0)
     decode.add_argument("--token", default=None)
     decode.set_defaults(func=cmd_client_decode)
+
+    fpga = commands.add_parser("fpga", help="hls4ml firmware for the pre-decoder")
+    fpga_commands = fpga.add_subparsers(dest="fpga_command", required=True, metavar="ACTION")
+    fpga_export = fpga_commands.add_parser("export", help="write the hls4ml project, test vectors and cost estimate")
+    fpga_export.add_argument("--model", default="predecoder-fpga")
+    fpga_export.add_argument("--out", default="out/fpga/predecoder-fpga")
+    fpga_export.add_argument("--part", default="xcvu13p-flga2577-2-e")
+    fpga_export.add_argument("--clock-ns", type=float, default=4.0)
+    fpga_export.add_argument("--precision", default="auto", help="auto (profiled on Stim data) or ap_fixed<W,I>")
+    fpga_export.add_argument("--reuse-factor", type=_positive_int, default=1)
+    fpga_export.add_argument("--vectors", type=_positive_int, default=200, help="test vectors for the testbench")
+    fpga_export.add_argument("--seed", type=int, default=0)
+    fpga_export.set_defaults(func=cmd_fpga_export)
+    fpga_csim = fpga_commands.add_parser("csim", help="bit-accurate C simulation vs the float model")
+    fpga_csim.add_argument("--model", default="predecoder-fpga")
+    fpga_csim.add_argument("--shots", type=_positive_int, default=100_000, help="shots for the paired LER comparison")
+    fpga_csim.add_argument("--csim-windows", type=_positive_int, default=10_000)
+    fpga_csim.add_argument("--precision", default="auto")
+    fpga_csim.add_argument("--out", default=None, help="keep the compiled project here")
+    fpga_csim.add_argument("--seed", type=int, default=1)
+    fpga_csim.add_argument("--json", default=None)
+    fpga_csim.set_defaults(func=cmd_fpga_csim)
+    fpga_build = fpga_commands.add_parser("build", help="vendor step via the generated Tcl (needs vitis_hls/vivado)")
+    fpga_build.add_argument("step", choices=["csim", "synth", "cosim", "bitstream"])
+    fpga_build.add_argument("--project", default="out/fpga/predecoder-fpga")
+    fpga_build.set_defaults(func=cmd_fpga_build)
+    fpga_report = fpga_commands.add_parser("report", help="latency and resources from vendor reports")
+    fpga_report.add_argument("project", nargs="?", default="out/fpga/predecoder-fpga")
+    fpga_report.add_argument("--json", default=None)
+    fpga_report.set_defaults(func=cmd_fpga_report)
 
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
