@@ -347,6 +347,33 @@ def cmd_fpga_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_inference(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_inference import BATCHES, bench_inference
+    from training.report import command_line, print_table, write_json
+
+    result = bench_inference(args.model, args.seconds, args.parity_shots, args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"nqec bench inference: {result['model']} ({result['machine']})")
+    for column in ("runtime", *[f"batch {b} shots/s" for b in BATCHES], "batch 1 p50 ms", "batch 1 p99 ms"):
+        table.add_column(column, justify="right")
+    for runtime, row in result["runtimes"].items():
+        table.add_row(runtime, *[f"{row[f'batch{b}_shots_per_s']:,.0f}" for b in BATCHES],
+                      f"{row['batch1_p50_ms']:.3f}", f"{row['batch1_p99_ms']:.3f}")
+    ratio = result["onnx_vs_torch"]
+    table.add_row("onnxruntime / torch", *[f"{ratio[f'batch{b}_shots_per_s']:.2f}x" for b in BATCHES],
+                  f"{ratio['batch1_p50_ms']:.2f}x", f"{ratio['batch1_p99_ms']:.2f}x")
+    print_table(table)
+    parity = result["parity"]
+    print(f"parity on {parity['shots']} shots: max |onnx - torch| = {parity['max_abs_diff']:.2e}, "
+          f"identical decisions: {parity['identical_decisions']}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nqec", description="Neural decoders for surface-code QEC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -474,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--json", default=None)
     data.set_defaults(func=cmd_bench_data)
+    inference = benches.add_parser("inference", help="onnxruntime vs torch shots/s and latency for a bundle")
+    inference.add_argument("--model", default="predecoder-fpga")
+    inference.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    inference.add_argument("--parity-shots", type=_positive_int, default=100_000)
+    inference.add_argument("--seed", type=int, default=0)
+    inference.add_argument("--json", default=None)
+    inference.set_defaults(func=cmd_bench_inference)
     server_bench = benches.add_parser("server", help="gRPC latency and throughput vs in-process decoding")
     server_bench.add_argument("--model", default="matching")
     _add_experiment_args(server_bench, sweep=False)

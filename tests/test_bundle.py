@@ -11,12 +11,11 @@ from decoder import CodeSpec, NqecError, Stage
 from decoder.bundle import Bundle, shipped_models
 from decoder.predecoder import round_windows
 from decoder.registry import build_decoder
-from training.export import build_model
-from training.loop import load_checkpoint
+from training.bench_inference import torch_model
 
 
 def torch_outputs(bundle, inputs):
-    model, _, _ = build_model(load_checkpoint(bundle.path / "checkpoint.pt"))
+    model = torch_model(bundle)
     with torch.inference_mode():
         return model(torch.from_numpy(inputs)).numpy()
 
@@ -121,3 +120,16 @@ def test_shipped_bundles_load_and_decode(name):
     events, _ = spec.circuit().compile_detector_sampler(seed=1).sample(100, separate_observables=True)
     assert bundle.decoder().decode_batch(events).shape == (100, spec.circuit().num_observables)
     assert bundle.manifest["training"]["machine"]
+
+
+def test_bench_inference_reports_both_runtimes_and_parity(predecoder_bundle, tmp_path):
+    from nqec.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "inference", "--model", str(predecoder_bundle.path), "--seconds", "0.2",
+                 "--parity-shots", "2000", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for runtime in ("onnxruntime", "torch"):
+        row = result["runtimes"][runtime]
+        assert row["batch1_p99_ms"] >= row["batch1_p50_ms"] > 0 and row["batch1024_shots_per_s"] > 0
+    assert result["parity"]["identical_decisions"] and result["parity"]["max_abs_diff"] < 1e-5

@@ -17,20 +17,15 @@ from training.loop import load_checkpoint
 OPSET = 18
 
 
-def build_model(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec, dict]:
-    """Rebuild the trained network from a checkpoint; returns (model, spec, kind-specific manifest section)."""
-    kind = checkpoint.get("kind")
-    config = checkpoint["config"]
+def build_network(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec]:
+    """Rebuild the trained network (eval mode) and its spec from a checkpoint or a bundle's model.pt + config."""
+    kind, config = checkpoint.get("kind"), checkpoint["config"]
     if kind == "predecoder":
         from decoder.nets import PreDecoderCNN
         from training.train_predecoder import PreDecoderConfig
 
         spec = PreDecoderConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
-        architecture = checkpoint["architecture"]
-        model = PreDecoderCNN(len(checkpoint["directions"]), **architecture)
-        section = {"directions": checkpoint["directions"], "window": architecture["window"],
-                   "threshold": checkpoint["threshold"], "require_lit": True,
-                   "isolated_only": checkpoint.get("isolated_only", False), "architecture": architecture}
+        model = PreDecoderCNN(len(checkpoint["directions"]), **checkpoint["architecture"])
     elif kind == "transformer":
         from decoder.nets import TransformerDecoderNet
         from training.train_transformer import TransformerConfig
@@ -38,11 +33,19 @@ def build_model(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec, dict]:
         spec = TransformerConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
         model = TransformerDecoderNet(Layout.from_circuit(spec.circuit()), spec.circuit().num_observables,
                                       **checkpoint["architecture"])
-        section = {"architecture": checkpoint["architecture"], "fallback_threshold": checkpoint["fallback_threshold"]}
     else:
         raise NqecError(f"checkpoint kind {kind!r} is not one of predecoder, transformer")
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), spec, section
+    return model.eval(), spec
+
+
+def manifest_section(checkpoint: dict) -> dict:
+    """The kind-specific part of the manifest: what a pipeline needs besides the network."""
+    if checkpoint["kind"] == "predecoder":
+        return {"directions": checkpoint["directions"], "window": checkpoint["architecture"]["window"],
+                "threshold": checkpoint["threshold"], "require_lit": True,
+                "isolated_only": checkpoint.get("isolated_only", False), "architecture": checkpoint["architecture"]}
+    return {"architecture": checkpoint["architecture"], "fallback_threshold": checkpoint["fallback_threshold"]}
 
 
 def example_input(kind: str, spec: CodeSpec, section: dict) -> tuple[torch.Tensor, dict]:
@@ -60,7 +63,8 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
     if not checkpoint_path.is_file():
         raise NqecError(f"checkpoint not found: {checkpoint_path}")
     checkpoint = load_checkpoint(checkpoint_path)
-    model, spec, section = build_model(checkpoint)
+    model, spec = build_network(checkpoint)
+    section = manifest_section(checkpoint)
     kind = checkpoint["kind"]
     example, axes = example_input(kind, spec, section)
     out.mkdir(parents=True, exist_ok=True)
