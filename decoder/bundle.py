@@ -23,6 +23,8 @@ from decoder.spec import CodeSpec
 
 FORMAT_VERSION = 1
 KINDS = ("predecoder", "transformer")
+SECTION_KEYS = {"predecoder": {"directions", "window", "threshold", "require_lit", "isolated_only"},
+                "transformer": {"architecture", "fallback_threshold"}}
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -76,6 +78,10 @@ class Bundle:
             raise NqecError(f"{manifest_path}: missing keys {missing}")
         if manifest["kind"] not in KINDS:
             raise NqecError(f"{manifest_path}: unknown model kind {manifest['kind']!r}; expected one of {KINDS}")
+        section_keys = SECTION_KEYS[manifest["kind"]]
+        missing = sorted(section_keys - set(manifest.get(manifest["kind"], {})))
+        if missing:
+            raise NqecError(f"{manifest_path}: the {manifest['kind']} section lacks {missing}")
         if not (path / manifest["onnx"]["file"]).is_file():
             raise NqecError(f"bundle {path} is missing its ONNX file {manifest['onnx']['file']}")
         bundle = cls(path, manifest)

@@ -52,14 +52,18 @@ def _progress(total: int, description: str):
     return progress, lambda n: progress.advance(task, n)
 
 
-def _evaluate_and_report(specs, decoder: str, model: str | None, shots: int, seed: int, baseline: bool,
+def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, seed: int, baseline: bool,
                          json_path: str | None) -> list[dict]:
+    """Evaluate each ``(specs, decoder, model)`` job on ``shots`` shots per spec; print one table."""
     from training.evaluate import evaluate_sweep
     from training.report import command_line, evaluation_table, print_table, write_json
 
-    progress, advance = _progress(len(specs) * shots, f"decoding with {decoder}")
+    total = sum(len(specs) for specs, _, _ in jobs) * shots
+    progress, advance = _progress(total, "decoding")
+    results = []
     with progress:
-        results = evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance)
+        for specs, decoder, model in jobs:
+            results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance)
     for record in results:
         record["command"] = command_line()
     print_table(evaluation_table(results))
@@ -73,15 +77,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import sweep_specs
 
     specs = sweep_specs(args.distance, args.p, args.rounds, args.basis, args.noise)
-    _evaluate_and_report(specs, args.decoder, args.model, args.shots, args.seed, not args.no_baseline, args.json)
+    _evaluate_and_report([(specs, args.decoder, args.model)], args.shots, args.seed, not args.no_baseline, args.json)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on shipped defaults: d=5, r=5, p=0.003 depolarizing, the shipped decoders vs matching."""
+    """The main job on shipped defaults: every shipped neural bundle at its own spec, next to matching."""
+    from decoder.bundle import Bundle, shipped_models
+    from decoder.registry import DECODER_KINDS
     from decoder.spec import CodeSpec
 
-    _evaluate_and_report([CodeSpec(5, 5, 0.003)], "matching", None, args.shots, args.seed, True, args.json)
+    pipeline_for_kind = {kind: name for name, kind in DECODER_KINDS.items() if kind}
+    jobs = [([Bundle.load(name).spec], pipeline_for_kind[Bundle.load(name).kind], name) for name in shipped_models()]
+    if not jobs:  # no trained models shipped: the matching pipeline end to end
+        jobs = [([CodeSpec(5, 5, 0.003)], "matching", None)]
+    _evaluate_and_report(jobs, args.shots, args.seed, True, args.json)
     return 0
 
 
@@ -389,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="decode Stim shots with the shipped decoders and print the table")
-    demo.add_argument("--shots", type=_positive_int, default=200_000)
+    demo.add_argument("--shots", type=_positive_int, default=50_000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", default=None)
     demo.set_defaults(func=cmd_demo)

@@ -89,6 +89,7 @@ def edit_manifest(change):
     (edit_manifest(lambda m: m.update(kind="oracle")), "unknown model kind 'oracle'"),
     (edit_manifest(lambda m: m.update(circuit=str(CodeSpec(5, 5, 0.005).circuit()))), "layout does not match its circuit"),
     (edit_manifest(lambda m: m["predecoder"].update(window=5)), "needs 10 input channels, ONNX has 6"),
+    (edit_manifest(lambda m: m["predecoder"].pop("threshold")), r"predecoder section lacks \['threshold'\]"),
 ])
 def test_broken_bundles_get_clear_errors(predecoder_bundle, tmp_path, edit, expected):
     with pytest.raises(NqecError, match=expected):

@@ -18,7 +18,7 @@ def evaluation_table(results: list[dict]) -> Table:
     """A rich table of evaluation records (one row per point)."""
     table = Table(title="nqec evaluate", show_lines=False)
     for column in ("decoder", "d", "r", "p", "noise", "shots", "errors", "LER/shot [95% CI]", "LER/round",
-                   "decode shots/s", "matching LER", "ratio"):
+                   "decode shots/s", "matching LER", "ratio", "pipeline"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in results:
         spec = r["spec"]
@@ -31,12 +31,25 @@ def evaluation_table(results: list[dict]) -> Table:
             _fmt(r["decode_shots_per_s"], ",.0f"),
             _fmt(r.get("baseline_ler")),
             _fmt(r.get("ler_ratio"), ".3f"),
+            pipeline_notes(r),
         )
     return table
 
 
+def pipeline_notes(record: dict) -> str:
+    """What a neural pipeline did: residual defects and matching speed-up, or the fallback fraction."""
+    notes = []
+    if "residual_defect_fraction" in record:
+        notes.append(f"residual {record['residual_defect_fraction']:.2f}")
+    if record.get("matching_speedup"):
+        notes.append(f"matching {record['matching_speedup']:.2f}x faster")
+    if record["decoder"] == "transformer":
+        notes.append(f"fallback {record['stage_fraction']['matching']:.2%}")
+    return ", ".join(notes)
+
+
 def print_table(table: Table) -> None:
-    Console(file=sys.stdout, width=max(160, Console().width)).print(table)
+    Console(file=sys.stdout, width=max(200, Console().width)).print(table)
 
 
 def write_json(path: str | Path, payload: object) -> None:
