@@ -20,6 +20,7 @@ from decoder.layout import Layout
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 
+CHUNK_SHOTS = 4096  # shots per network call: bounds memory at large distances
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 windows [N, 2W, H, W] -> logits [N, D, H, W]
 
 
@@ -124,7 +125,8 @@ class PreDecoderPipeline(Decoder):
         bits = as_bool_events(detection_events, self.num_detectors)
         if bits.shape[0] == 0:
             return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        residual, obs_flips, applied = self.predecode(bits)
+        parts = [self.predecode(bits[i: i + CHUNK_SHOTS]) for i in range(0, len(bits), CHUNK_SHOTS)]
+        residual, obs_flips, applied = (np.concatenate(arrays) for arrays in zip(*parts))
         start = time.perf_counter()
         observables = self.matching.decode_batch(residual) ^ obs_flips
         matching_seconds = time.perf_counter() - start

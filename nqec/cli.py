@@ -74,10 +74,22 @@ def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, s
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from decoder.spec import CodeSpec
     from training.evaluate import sweep_specs
 
     specs = sweep_specs(args.distance, args.p, args.rounds, args.basis, args.noise)
-    _evaluate_and_report([(specs, args.decoder, args.model)], args.shots, args.seed, not args.no_baseline, args.json)
+    results = _evaluate_and_report([(specs, args.decoder, args.model)], args.shots, args.seed, not args.no_baseline,
+                                   args.json)
+    if args.record:
+        from decoder.bundle import resolve_model
+        from training.export import record_metrics
+
+        if args.model is None:
+            raise NqecError("--record stores results in a model bundle: give --model")
+        bundle_dir = resolve_model(args.model)
+        for record in results:
+            record_metrics(bundle_dir, f"evaluate {CodeSpec.from_dict(record['spec']).label()}", record)
+        print(f"recorded {len(results)} result(s) in {bundle_dir / 'manifest.json'}")
     return 0
 
 
@@ -396,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-baseline", action="store_true", help="skip decoding the same shots with matching")
     evaluate.add_argument("--json", default=None, help="write the results to this JSON file")
+    evaluate.add_argument("--record", action="store_true", help="also store the results in the model bundle's manifest")
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="decode Stim shots with the shipped decoders and print the table")

@@ -105,7 +105,7 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
 
 
 def record_metrics(bundle_dir: str | Path, key: str, value: object) -> None:
-    """Store measured metrics (e.g. benchmark or evaluation results) in a bundle's manifest."""
+    """Store a measured result (evaluation, benchmark) under ``metrics[key]`` in a bundle's manifest."""
     path = Path(bundle_dir) / MANIFEST
     manifest = json.loads(path.read_text())
     manifest.setdefault("metrics", {})[key] = value
