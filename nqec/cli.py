@@ -52,11 +52,21 @@ def _progress(total: int, description: str):
     return progress, lambda n: progress.advance(task, n)
 
 
+def _emit(table, payload: object, json_path: str | None) -> None:
+    """Print a result table and, if asked, write the result's JSON."""
+    from training.report import print_table, write_json
+
+    print_table(table)
+    if json_path:
+        write_json(json_path, payload)
+        print(f"wrote {json_path}")
+
+
 def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, seed: int, baseline: bool,
                          json_path: str | None) -> list[dict]:
     """Evaluate each ``(specs, decoder, model)`` job on ``shots`` shots per spec; print one table."""
     from training.evaluate import evaluate_sweep
-    from training.report import command_line, evaluation_table, print_table, write_json
+    from training.report import command_line, evaluation_table
 
     total = sum(len(specs) for specs, _, _ in jobs) * shots
     progress, advance = _progress(total, "decoding")
@@ -66,10 +76,7 @@ def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, s
             results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance)
     for record in results:
         record["command"] = command_line()
-    print_table(evaluation_table(results))
-    if json_path:
-        write_json(json_path, results[0] if len(results) == 1 else results)
-        print(f"wrote {json_path}")
+    _emit(evaluation_table(results), results[0] if len(results) == 1 else results, json_path)
     return results
 
 
@@ -120,7 +127,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     from training.bench_data import bench_data
     from training.evaluate import sweep_specs
-    from training.report import command_line, print_table, write_json
+    from training.report import command_line
 
     (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
     result = bench_data(spec, args.batch, args.batches, args.seed)
@@ -130,10 +137,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right")
     for name, row in result["streams"].items():
         table.add_row(name, f"{row['stream_samples_per_s']:,.0f}", f"{row['stim_samples_per_s']:,.0f}", f"{row['ratio']:.3f}")
-    print_table(table)
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
+    _emit(table, result, args.json)
     return 0
 
 
@@ -246,16 +250,13 @@ def cmd_client_decode(args: argparse.Namespace) -> int:
 def cmd_bench_server(args: argparse.Namespace) -> int:
     from server.bench import bench_server
     from training.evaluate import sweep_specs
-    from training.report import command_line, print_table, write_json
+    from training.report import command_line
 
     (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
     result, table = bench_server(served_model_name(args.model, spec), spec, target=args.target, seconds=args.seconds,
                                  clients=args.clients, seed=args.seed)
     result["command"] = command_line()
-    print_table(table)
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
+    _emit(table, result, args.json)
     return 0
 
 
@@ -343,7 +344,6 @@ def cmd_fpga_report(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from training.report import print_table, write_json
 
     import hls4ml
 
@@ -362,10 +362,7 @@ def cmd_fpga_report(args: argparse.Namespace) -> int:
     table.add_column("value", justify="right")
     for key, value in summary.items():
         table.add_row(key, str(value))
-    print_table(table)
-    if args.json:
-        write_json(args.json, summary)
-        print(f"wrote {args.json}")
+    _emit(table, summary, args.json)
     return 0
 
 
@@ -373,7 +370,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from training.bench_inference import BATCHES, bench_inference
-    from training.report import command_line, print_table, write_json
+    from training.report import command_line
 
     result = bench_inference(args.model, args.seconds, args.parity_shots, args.seed)
     result["command"] = command_line()
@@ -386,13 +383,10 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
     ratio = result["onnx_vs_torch"]
     table.add_row("onnxruntime / torch", *[f"{ratio[f'batch{b}_shots_per_s']:.2f}x" for b in BATCHES],
                   f"{ratio['batch1_p50_ms']:.2f}x", f"{ratio['batch1_p99_ms']:.2f}x")
-    print_table(table)
     parity = result["parity"]
-    print(f"parity on {parity['shots']} shots: max |onnx - torch| = {parity['max_abs_diff']:.2e}, "
-          f"identical decisions: {parity['identical_decisions']}")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
+    table.caption = (f"parity on {parity['shots']} shots: max |onnx - torch| = {parity['max_abs_diff']:.2e}, "
+                     f"identical decisions: {parity['identical_decisions']}")
+    _emit(table, result, args.json)
     return 0
 
 

@@ -177,7 +177,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
     table.add_row("single shot p50 / p99 / p99.9 (ms)",
                   f"{latency['p50']:.3f} / {latency['p99']:.3f} / {latency['p999']:.3f}",
                   f"{inprocess['single']['p50']:.3f} / {inprocess['single']['p99']:.3f}", "")
-    table.add_row(f"time per 1024-shot batch (ms)", f"{np.mean(sequential) * 1e3:.2f}",
+    table.add_row("time per 1024-shot batch (ms)", f"{np.mean(sequential) * 1e3:.2f}",
                   f"{inprocess['batch_seconds'] * 1e3:.2f}", f"{batch_overhead:.2f}x")
     table.add_row(f"sustained unary, {clients} clients (shots/s)", f"{sustained:,.0f}",
                   f"{inprocess['shots_per_s']:,.0f}", f"{result['sustained_vs_inprocess']:.2f}")

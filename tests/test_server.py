@@ -6,12 +6,13 @@ import time
 import grpc
 import numpy as np
 import pytest
+import stim
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decoder import CodeSpec, MatchingDecoder
 from decoder.events import pack_bits
-from decoder.interface import DecodeResult, Decoder, Stage
+from decoder.interface import Decoder, Stage
 from server.app import ServerConfig, start_server
 from server.client import DecoderClient
 from server.generated import decoder_pb2 as pb2
@@ -41,6 +42,8 @@ def models(transformer_bundle):
     served = load_models(models_dir=transformer_bundle.path.parent, shipped=False, matching_specs=(SPEC,))
     slow = SlowDecoder(0.3)
     served["slow"] = ServedModel("slow", "matching", "matching", SPEC, slow, served[MODEL].detectors_per_round, {})
+    repetition = stim.Circuit.generated("repetition_code:memory", distance=4, rounds=6, before_round_data_depolarization=0.01)
+    served["rep"] = ServedModel("rep", "matching", "matching", SPEC, MatchingDecoder(repetition.detector_error_model()), [], {})
     return served
 
 
@@ -101,12 +104,13 @@ def test_bad_requests_get_status_codes_and_server_survives(client, shots, reques
     assert flips.shape == (10, 1)
 
 
-def test_nonzero_padding_bits_are_rejected(client, transformer_bundle):
-    width = (transformer_bundle.spec.circuit().num_detectors + 7) // 8  # 24 detectors: no padding; d=5: none either
-    spec7 = CodeSpec(3, 2, 0.003)  # 16 detectors -> no padding; build a request for a padded model instead
-    assert width == 3 and spec7
-    request = pb2.DecodeRequest(model=transformer_bundle.name, detection_events=b"\xff" * 3, num_shots=1)
-    assert client.stub().Decode(request).num_shots == 1  # all 24 bits are real detectors
+def test_nonzero_padding_bits_are_rejected(client):
+    """The 'rep' model has 21 detectors: 3 bytes per shot, the top 3 bits of the last byte are padding."""
+    ok = client.stub().Decode(pb2.DecodeRequest(model="rep", detection_events=b"\x03\x00\x00", num_shots=1))
+    assert ok.num_shots == 1
+    code, details = call_code(lambda: client.stub().Decode(
+        pb2.DecodeRequest(model="rep", detection_events=b"\x03\x00\x20", num_shots=1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "padding bits past detector 21" in details
 
 
 def test_message_size_limit_gives_resource_exhausted(models):

@@ -11,7 +11,6 @@ import torch
 from decoder.bundle import Bundle
 from decoder.predecoder import round_windows
 from training.export import build_network
-from training.loop import load_checkpoint
 
 BATCHES = (1, 64, 1024)
 

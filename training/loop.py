@@ -127,6 +127,13 @@ class TrainConfig:
         return self.specs()[len(self.ps) // 2]
 
 
+def pick_size(sizes: dict[str, dict], size: str) -> dict:
+    """The architecture of a named model size (a copy), or a clear error listing the sizes."""
+    if size not in sizes:
+        raise ValueError(f"size must be one of {sorted(sizes)}, got {size!r}")
+    return dict(sizes[size])
+
+
 class TrainingTask:
     """What a model brings to :func:`fit`: its network, data, loss, validation and final touches."""
 

@@ -17,7 +17,7 @@ from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
 from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, round_windows
 from training.data import DemStream, Shard
 from training.evaluate import evaluate
-from training.loop import TrainConfig, TrainingTask, fit, setup_distributed, teardown_distributed
+from training.loop import TrainConfig, TrainingTask, fit, pick_size, setup_distributed, teardown_distributed
 
 CANDIDATE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
@@ -44,11 +44,9 @@ class PreDecoderTask(TrainingTask):
     kind = "predecoder"
 
     def __init__(self, config: PreDecoderConfig, device: torch.device):
-        if config.size not in PREDECODER_SIZES:
-            raise ValueError(f"size must be one of {sorted(PREDECODER_SIZES)}, got {config.size!r}")
         self.config = config
         self.device = device
-        self.architecture = dict(PREDECODER_SIZES[config.size])
+        self.architecture = pick_size(PREDECODER_SIZES, config.size)
         self.window = self.architecture["window"]
         self.geometry = PreDecoderGeometry(config.specs()[0])
         self.model = PreDecoderCNN(len(self.geometry.directions), **self.architecture)

@@ -14,7 +14,7 @@ from decoder.nets import TRANSFORMER_SIZES, TransformerDecoderNet
 from decoder.transformer import TransformerPipeline
 from training.data import CircuitStream, Shard
 from training.evaluate import evaluate
-from training.loop import TrainConfig, TrainingTask, fit, setup_distributed, teardown_distributed
+from training.loop import TrainConfig, TrainingTask, fit, pick_size, setup_distributed, teardown_distributed
 from training.train_predecoder import torch_runner
 
 CANDIDATE_FALLBACKS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
@@ -34,11 +34,9 @@ class TransformerTask(TrainingTask):
     kind = "transformer"
 
     def __init__(self, config: TransformerConfig, device: torch.device):
-        if config.size not in TRANSFORMER_SIZES:
-            raise ValueError(f"size must be one of {sorted(TRANSFORMER_SIZES)}, got {config.size!r}")
         self.config = config
         self.device = device
-        self.architecture = dict(TRANSFORMER_SIZES[config.size])
+        self.architecture = pick_size(TRANSFORMER_SIZES, config.size)
         self.spec = config.validation_spec()
         self.layout = Layout.from_circuit(self.spec.circuit())
         self.model = TransformerDecoderNet(self.layout, self.spec.circuit().num_observables, **self.architecture)
