@@ -178,6 +178,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from decoder.bundle import Bundle, shipped_models
+    from decoder.spec import CodeSpec
     from training.report import print_table
 
     summaries = [Bundle.load(name).summary() for name in shipped_models()]
@@ -185,14 +186,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=2))
         return 0
     table = Table(title="shipped models")
-    for column in ("name", "kind", "trained on", "parameters", "LER vs matching", "trained where"):
+    for column in ("name", "kind", "trained on", "parameters", "LER vs matching (shots)", "trained where, how long"):
         table.add_column(column)
     for s in summaries:
-        spec = s["spec"]
-        measured = s["metrics"].get("evaluation") or s["metrics"].get("validation", {})
-        ratio = measured.get("ler_ratio", measured.get("val_ler_ratio"))
-        table.add_row(s["name"], s["kind"], f"d={spec['distance']} r={spec['rounds']} p={spec['p']:g} {spec['noise']}",
-                      f"{s['parameters']:,}", "-" if ratio is None else f"{ratio:.3f}", s["training"].get("machine", "-"))
+        spec = CodeSpec.from_dict(s["spec"])
+        measured = s["metrics"].get(f"evaluate {spec.label()}")
+        ratio = "-" if measured is None else f"{measured['ler_ratio']:.3f} ({measured['shots']:,})"
+        training = s["training"]
+        table.add_row(s["name"], s["kind"], spec.label(), f"{s['parameters']:,}", ratio,
+                      f"{training.get('machine', '-')}, {training.get('wall_seconds', 0) / 60:.0f} min, "
+                      f"{training.get('samples', 0):,} samples")
     print_table(table)
     return 0
 

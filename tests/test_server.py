@@ -286,3 +286,23 @@ def test_server_never_imports_torch():
             "r.stop(0); assert 'torch' not in sys.modules and 'training' not in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_tls_serves_only_trusting_clients(models, shots, tmp_path):
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    running = start_server(ServerConfig(port=0, tls_cert=str(cert), tls_key=str(key)), models)
+    try:
+        secure = DecoderClient([f"localhost:{running.port}"], root_certificates=cert.read_bytes())
+        flips, _, _ = secure.decode(MODEL, shots[0][:5], timeout=10)
+        assert flips.shape == (5, 1)
+        plaintext = DecoderClient([f"127.0.0.1:{running.port}"])
+        assert call_code(lambda: plaintext.stub().ListModels(pb2.ListModelsRequest(), timeout=5))[0] == grpc.StatusCode.UNAVAILABLE
+        secure.close()
+        plaintext.close()
+    finally:
+        running.stop(grace=0)
