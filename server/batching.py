@@ -36,20 +36,33 @@ class BatchOutcome:
 class MicroBatcher:
     """One worker thread per model: it takes every queued request (up to ``max_batch`` shots,
     waiting at most ``max_wait_s`` for more after the first), decodes them as one batch and
-    hands each request its rows. Expired requests are dropped before decoding."""
+    hands each request its rows. Expired requests are dropped before decoding.
+
+    When nothing is queued or being decoded (light load) and ``max_wait_s`` is 0, a request
+    is decoded in the caller's thread: no hand-off to the worker, the lowest latency."""
 
     def __init__(self, decoder: Decoder, max_batch: int = 4096, max_wait_s: float = 0.0):
         self.decoder = decoder
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._busy = threading.Lock()  # held while a batch is being decoded
         self._thread = threading.Thread(target=self._run, name=f"batcher-{decoder.name}", daemon=True)
         self._thread.start()
 
     def submit(self, events: np.ndarray, deadline: float | None = None) -> Future:
         """Queue bit-packed events; the future resolves to a :class:`BatchOutcome`."""
         future: Future = Future()
-        self._queue.put(_Pending(events, deadline, future))
+        item = _Pending(events, deadline, future)
+        if self.max_wait_s == 0 and self._busy.acquire(blocking=False):
+            try:
+                if self._queue.empty():
+                    future.set_running_or_notify_cancel()
+                    self._decode([item])
+                    return future
+            finally:
+                self._busy.release()
+        self._queue.put(item)
         return future
 
     def close(self) -> None:
@@ -86,7 +99,8 @@ class MicroBatcher:
                 elif item.future.set_running_or_notify_cancel():
                     live.append(item)
             if live:
-                self._decode(live)
+                with self._busy:
+                    self._decode(live)
 
     def _decode(self, items: list[_Pending]) -> None:
         batch = items[0].events if len(items) == 1 else np.concatenate([item.events for item in items])
