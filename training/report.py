@@ -16,16 +16,16 @@ def _fmt(value: float | None, spec: str = ".3e") -> str:
 
 def evaluation_table(results: list[dict]) -> Table:
     """A rich table of evaluation records (one row per point)."""
-    table = Table(title="nqec evaluate", show_lines=False)
-    for column in ("decoder", "d", "r", "p", "noise", "shots", "errors", "LER/shot [95% CI]", "LER/round",
-                   "decode shots/s", "matching LER", "ratio", "pipeline"):
+    table = Table(title="nqec evaluate")
+    for column in ("decoder", "model", "experiment", "shots", "errors", "LER/shot [95% CI]", "LER/round",
+                   "shots/s", "matching LER", "ratio", "pipeline"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in results:
         spec = r["spec"]
-        name = r["decoder"] + (f" ({r['model']})" if r.get("model") else "")
         table.add_row(
-            name, str(spec["distance"]), str(spec["rounds"]), f"{spec['p']:g}", spec["noise"],
-            str(r["shots"]), str(r["errors"]),
+            r["decoder"], r.get("model") or "-",
+            f"d={spec['distance']} r={spec['rounds']} p={spec['p']:g} {spec['basis'].upper()} {spec['noise']}",
+            f"{r['shots']:,}", str(r["errors"]),
             f"{_fmt(r['ler'])} [{_fmt(r['ler_ci'][0], '.2e')}, {_fmt(r['ler_ci'][1], '.2e')}]",
             _fmt(r["ler_per_round"]),
             _fmt(r["decode_shots_per_s"], ",.0f"),
@@ -49,7 +49,7 @@ def pipeline_notes(record: dict) -> str:
 
 
 def print_table(table: Table) -> None:
-    Console(file=sys.stdout, width=max(200, Console().width)).print(table)
+    Console(file=sys.stdout, width=max(240, Console().width)).print(table)
 
 
 def write_json(path: str | Path, payload: object) -> None:
