@@ -226,3 +226,16 @@ def fit(task: TrainingTask, config: TrainConfig, distributed: Distributed, comma
     if distributed.world_size > 1:
         dist.barrier()
     return checkpoint_path
+
+
+def train(task_class: type[TrainingTask], config: TrainConfig, command: str = "") -> Path | None:
+    """Set up (torchrun-aware), build ``task_class(config, device)`` and fit it.
+
+    Returns the checkpoint path on the main process, None on the other ranks."""
+    distributed = setup_distributed()
+    torch.manual_seed(config.seed)
+    try:
+        path = fit(task_class(config, distributed.device), config, distributed, command)
+    finally:
+        teardown_distributed()
+    return path if distributed.is_main else None

@@ -17,7 +17,7 @@ from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
 from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, round_windows
 from training.data import DemStream, Shard
 from training.evaluate import evaluate
-from training.loop import TrainConfig, TrainingTask, fit, pick_size, setup_distributed, teardown_distributed
+from training.loop import TrainConfig, TrainingTask, pick_size, train
 
 CANDIDATE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
@@ -115,10 +115,4 @@ class PreDecoderTask(TrainingTask):
 
 def train_predecoder(config: PreDecoderConfig, command: str = "") -> Path | None:
     """Train (single process or torchrun); returns the checkpoint path on rank 0, else None."""
-    distributed = setup_distributed()
-    torch.manual_seed(config.seed)
-    try:
-        path = fit(PreDecoderTask(config, distributed.device), config, distributed, command)
-    finally:
-        teardown_distributed()
-    return path if distributed.is_main else None
+    return train(PreDecoderTask, config, command)

@@ -14,7 +14,7 @@ from decoder.nets import TRANSFORMER_SIZES, TransformerDecoderNet
 from decoder.transformer import TransformerPipeline
 from training.data import CircuitStream, Shard
 from training.evaluate import evaluate
-from training.loop import TrainConfig, TrainingTask, fit, pick_size, setup_distributed, teardown_distributed
+from training.loop import TrainConfig, TrainingTask, pick_size, train
 from training.train_predecoder import torch_runner
 
 CANDIDATE_FALLBACKS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
@@ -79,10 +79,4 @@ class TransformerTask(TrainingTask):
 
 def train_transformer(config: TransformerConfig, command: str = "") -> Path | None:
     """Train (single process or torchrun); returns the checkpoint path on rank 0, else None."""
-    distributed = setup_distributed()
-    torch.manual_seed(config.seed)
-    try:
-        path = fit(TransformerTask(config, distributed.device), config, distributed, command)
-    finally:
-        teardown_distributed()
-    return path if distributed.is_main else None
+    return train(TransformerTask, config, command)
