@@ -47,13 +47,6 @@ def as_bool_events(events: np.ndarray, num_detectors: int) -> np.ndarray:
     return events.astype(np.bool_, copy=False)
 
 
-def as_packed_events(events: np.ndarray, num_detectors: int) -> np.ndarray:
-    """Return events bit-packed as ``uint8 [shots, ceil(num_detectors / 8)]``."""
-    if is_bit_packed(events, num_detectors):
-        return events
-    return pack_bits(events)
-
-
 def unpack_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
     """Little-endian bit-packed ``uint8 [n, ceil(num_bits/8)]`` -> ``bool [n, num_bits]``."""
     return np.unpackbits(packed, axis=1, count=num_bits, bitorder="little").astype(np.bool_)
