@@ -32,3 +32,40 @@ PREDECODER_SIZES = {
     "fpga": dict(window=3, width=20, depth=4, kernel=3),
     "accurate": dict(window=5, width=64, depth=6, kernel=3),
 }
+
+
+class TransformerDecoderNet(nn.Module):
+    """Transformer over detector tokens: dense events ``[N, 2, T, H, W]`` -> observable logits ``[N, O]``.
+
+    Each detector is a token embedding its event, its stabilizer (type and position) and its
+    round; a learned summary token reads out one logit per logical observable.
+    """
+
+    def __init__(self, layout, num_observables: int = 1, dim: int = 64, layers: int = 3, heads: int = 4,
+                 mlp: int = 128, dropout: float = 0.0):
+        super().__init__()
+        types, rounds, height, width = layout.shape
+        self.register_buffer("flat_index", torch.as_tensor(layout.flat_index, dtype=torch.long), persistent=False)
+        stabilizer = (layout.type_index * height + layout.y_index) * width + layout.x_index
+        self.register_buffer("stabilizer_id", torch.as_tensor(stabilizer, dtype=torch.long), persistent=False)
+        self.register_buffer("round_id", torch.as_tensor(layout.t_index, dtype=torch.long), persistent=False)
+        self.stabilizer_embedding = nn.Embedding(types * height * width, dim)
+        self.round_embedding = nn.Embedding(rounds, dim)
+        self.event_embedding = nn.Linear(1, dim)
+        self.summary = nn.Parameter(torch.zeros(1, 1, dim))
+        block = nn.TransformerEncoderLayer(dim, heads, mlp, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_observables)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        events = dense.flatten(1)[:, self.flat_index].unsqueeze(-1)  # [N, detectors, 1]
+        tokens = self.event_embedding(events) + self.stabilizer_embedding(self.stabilizer_id) + self.round_embedding(self.round_id)
+        tokens = torch.cat([self.summary.expand(len(tokens), -1, -1), tokens], dim=1)
+        return self.head(self.norm(self.encoder(tokens)[:, 0]))
+
+
+TRANSFORMER_SIZES = {
+    "small": dict(dim=48, layers=3, heads=4, mlp=96),
+    "base": dict(dim=96, layers=4, heads=4, mlp=192),
+}
