@@ -119,6 +119,12 @@ class EdgeTable:
         crowded = scipy.sparse.csr_matrix((counts > 1).astype(np.uint8))
         return selected & ((crowded @ self.incidence.T).toarray() == 0)
 
+    def lit(self, events: np.ndarray) -> np.ndarray:
+        """``bool [shots, E]``: every detector of the edge fired (a boundary edge has one)."""
+        pairs = self.detectors
+        partner_lit = np.where(pairs[:, 1] >= 0, events[:, np.maximum(pairs[:, 1], 0)], True)
+        return events[:, pairs[:, 0]] & partner_lit
+
     def isolated(self, events: np.ndarray) -> np.ndarray:
         """``bool [shots, E]``: no lit detector other than the edge's own lies within two graph
         hops of the edge's detectors, so matching has no competing explanation nearby."""

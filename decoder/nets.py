@@ -69,3 +69,26 @@ TRANSFORMER_SIZES = {
     "small": dict(dim=48, layers=3, heads=4, mlp=96),
     "base": dict(dim=96, layers=4, heads=4, mlp=192),
 }
+
+
+def make_network(kind: str, architecture: dict, layout, num_observables: int, num_directions: int = 0) -> nn.Module:
+    """The untrained network of a model kind: ``predecoder`` needs ``num_directions``, ``transformer`` the layout."""
+    if kind == "predecoder":
+        return PreDecoderCNN(num_directions, **architecture)
+    if kind == "transformer":
+        return TransformerDecoderNet(layout, num_observables, **architecture)
+    raise ValueError(f"model kind {kind!r} is not one of predecoder, transformer")
+
+
+def network_from_bundle(bundle) -> nn.Module:
+    """A bundle's trained network in torch (eval mode), from its ``model.pt``."""
+    weights = bundle.path / "model.pt"
+    if not weights.is_file():
+        from decoder.errors import NqecError
+
+        raise NqecError(f"bundle {bundle.path} has no model.pt; the torch network needs the trained weights")
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    model = make_network(bundle.kind, state["architecture"], bundle.layout, bundle.spec.circuit().num_observables,
+                         len(state.get("directions", ())))
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -24,6 +24,11 @@ CHUNK_SHOTS = 4096  # shots per network call: bounds memory at large distances
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 windows [N, 2W, H, W] -> logits [N, D, H, W]
 
 
+def probability_logit(probability: float) -> float:
+    """The logit above which a network's output means a probability above ``probability``."""
+    return float(np.log(probability / (1 - probability)))
+
+
 def round_windows(dense: np.ndarray, window: int) -> np.ndarray:
     """Dense events ``[shots, 2, T, H, W]`` -> per-round windows ``[shots * T, 2 * window, H, W]``.
 
@@ -95,7 +100,7 @@ class PreDecoderPipeline(Decoder):
         self.geometry = PreDecoderGeometry(spec, directions)
         self.runner = runner
         self.window = window
-        self.logit_threshold = float(np.log(threshold / (1 - threshold)))
+        self.logit_threshold = probability_logit(threshold)
         self.require_lit = require_lit
         self.isolated_only = isolated_only
         self.matching = MatchingDecoder(spec.dem())
@@ -112,9 +117,7 @@ class PreDecoderPipeline(Decoder):
         selected = np.zeros((shots, geometry.edges.num_edges), dtype=bool)
         selected[:, geometry.predictable] = chosen
         if self.require_lit:
-            pairs = geometry.edges.detectors
-            lit = bits[:, pairs[:, 0]] & np.where(pairs[:, 1] >= 0, bits[:, np.maximum(pairs[:, 1], 0)], True)
-            selected &= lit
+            selected &= geometry.edges.lit(bits)
         selected = geometry.edges.without_conflicts(selected)
         if self.isolated_only:
             selected &= geometry.edges.isolated(bits)

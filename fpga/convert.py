@@ -18,8 +18,7 @@ import torch
 
 from decoder.bundle import Bundle
 from decoder.errors import NqecError
-from decoder.nets import PreDecoderCNN
-from decoder.predecoder import round_windows
+from decoder.nets import PreDecoderCNN, network_from_bundle
 from fpga.fixed import ConvLayer, FixedType, conv2d_same, emulate, integer_bits_for
 
 WEIGHT_BITS = 10
@@ -51,19 +50,12 @@ class FpgaDesign:
 def load_torch_model(bundle: Bundle) -> PreDecoderCNN:
     if bundle.kind != "predecoder":
         raise NqecError(f"the FPGA flow takes a predecoder bundle; {bundle.name!r} is a {bundle.kind}")
-    weights = bundle.path / "model.pt"
-    if not weights.is_file():
-        raise NqecError(f"bundle {bundle.path} has no model.pt; the FPGA flow needs the trained weights")
-    state = torch.load(weights, map_location="cpu", weights_only=False)
-    model = PreDecoderCNN(len(state["directions"]), **state["architecture"])
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return network_from_bundle(bundle)
 
 
 def stim_windows(bundle: Bundle, shots: int, seed: int) -> np.ndarray:
     """Round windows of Stim shots at the bundle's spec: the FPGA's real inputs."""
-    events, _ = bundle.spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
-    return round_windows(bundle.layout.to_dense(events), bundle.manifest["predecoder"]["window"])
+    return bundle.stim_inputs(shots, seed)[0]
 
 
 def _convs(model: PreDecoderCNN) -> list[tuple[str, torch.nn.Conv2d, bool]]:

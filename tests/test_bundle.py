@@ -11,11 +11,11 @@ from decoder import CodeSpec, NqecError, Stage
 from decoder.bundle import Bundle, shipped_models
 from decoder.predecoder import round_windows
 from decoder.registry import build_decoder
-from training.bench_inference import torch_model
+from decoder.nets import network_from_bundle
 
 
 def torch_outputs(bundle, inputs):
-    model = torch_model(bundle)
+    model = network_from_bundle(bundle)
     with torch.inference_mode():
         return model(torch.from_numpy(inputs)).numpy()
 

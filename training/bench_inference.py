@@ -9,25 +9,10 @@ import numpy as np
 import torch
 
 from decoder.bundle import Bundle
-from decoder.predecoder import round_windows
-from training.export import build_network
+from decoder.nets import network_from_bundle
+from decoder.predecoder import probability_logit
 
 BATCHES = (1, 64, 1024)
-
-
-def network_inputs(bundle: Bundle, shots: int, seed: int) -> tuple[np.ndarray, int]:
-    """Inputs of the bundle's network for Stim shots, and how many network rows make one shot."""
-    events, _ = bundle.spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
-    dense = bundle.layout.to_dense(events)
-    if bundle.kind == "predecoder":
-        return round_windows(dense, bundle.manifest["predecoder"]["window"]), bundle.layout.shape[1]
-    return dense, 1
-
-
-def torch_model(bundle: Bundle) -> torch.nn.Module:
-    """The bundle's network in torch, from its model.pt and recorded training config."""
-    state = torch.load(bundle.path / "model.pt", map_location="cpu", weights_only=False)
-    return build_network({**state, "config": bundle.manifest["training"]["config"]})[0]
 
 
 def _time(run, inputs: np.ndarray, batch: int, seconds: float) -> list[float]:
@@ -47,14 +32,14 @@ def _time(run, inputs: np.ndarray, batch: int, seconds: float) -> list[float]:
 def bench_inference(name: str, seconds: float = 2.0, parity_shots: int = 100_000, seed: int = 0) -> dict:
     """Shots/s at batch 1, 64, 1024 and batch-1 latency for onnxruntime and torch, plus a parity check."""
     bundle = Bundle.load(name)
-    model = torch_model(bundle)
+    model = network_from_bundle(bundle)
     torch.set_num_threads(torch.get_num_threads())
 
     def run_torch(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    inputs, rows_per_shot = network_inputs(bundle, 1024 * 4, seed)
+    inputs, rows_per_shot = bundle.stim_inputs(1024 * 4, seed)
     results = {"model": bundle.name, "kind": bundle.kind, "spec": bundle.spec.to_dict(), "seed": seed,
                "machine": f"{platform.node()} ({platform.machine()}), torch threads {torch.get_num_threads()}",
                "rows_per_shot": rows_per_shot, "runtimes": {}}
@@ -75,14 +60,10 @@ def bench_inference(name: str, seconds: float = 2.0, parity_shots: int = 100_000
 def parity(bundle: Bundle, run_torch, shots: int, seed: int) -> dict:
     """Max |onnx - torch| output and whether the decisions agree on every shot."""
     max_diff, same, done = 0.0, True, 0
-    if bundle.kind == "predecoder":
-        p = bundle.manifest["predecoder"]["threshold"]
-        threshold = float(np.log(p / (1 - p)))
-    else:
-        threshold = 0.0
+    threshold = probability_logit(bundle.manifest["predecoder"]["threshold"]) if bundle.kind == "predecoder" else 0.0
     while done < shots:
         n = min(20_000, shots - done)
-        inputs, _ = network_inputs(bundle, n, seed + done)
+        inputs, _ = bundle.stim_inputs(n, seed + done)
         a, b = bundle.run(inputs), run_torch(inputs)
         max_diff = max(max_diff, float(np.abs(a - b).max()))
         same &= bool(np.array_equal(a > threshold, b > threshold))

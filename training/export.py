@@ -18,23 +18,19 @@ OPSET = 18
 
 
 def build_network(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec]:
-    """Rebuild the trained network (eval mode) and its spec from a checkpoint or a bundle's model.pt + config."""
+    """Rebuild the trained network (eval mode) and its spec from a training checkpoint."""
+    from decoder.nets import make_network
+
     kind, config = checkpoint.get("kind"), checkpoint["config"]
     if kind == "predecoder":
-        from decoder.nets import PreDecoderCNN
-        from training.train_predecoder import PreDecoderConfig
-
-        spec = PreDecoderConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
-        model = PreDecoderCNN(len(checkpoint["directions"]), **checkpoint["architecture"])
+        from training.train_predecoder import PreDecoderConfig as Config
     elif kind == "transformer":
-        from decoder.nets import TransformerDecoderNet
-        from training.train_transformer import TransformerConfig
-
-        spec = TransformerConfig(**{**config, "ps": tuple(config["ps"])}).validation_spec()
-        model = TransformerDecoderNet(Layout.from_circuit(spec.circuit()), spec.circuit().num_observables,
-                                      **checkpoint["architecture"])
+        from training.train_transformer import TransformerConfig as Config
     else:
         raise NqecError(f"checkpoint kind {kind!r} is not one of predecoder, transformer")
+    spec = Config(**{**config, "ps": tuple(config["ps"])}).validation_spec()
+    model = make_network(kind, checkpoint["architecture"], Layout.from_circuit(spec.circuit()),
+                         spec.circuit().num_observables, len(checkpoint.get("directions", ())))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), spec
 

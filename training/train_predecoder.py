@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
-from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, round_windows
+from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, probability_logit, round_windows
 from training.data import DemStream, Shard
 from training.evaluate import evaluate
 from training.loop import TrainConfig, TrainingTask, pick_size, train
@@ -80,7 +80,7 @@ class PreDecoderTask(TrainingTask):
         events, _, errors = spec.dem().compile_sampler(seed=10_000 + self.config.seed).sample(2048, return_errors=True)
         x, y = self.inputs_and_targets(events, errors)
         mask = self.mask.repeat(len(events), 1, 1, 1)
-        logit_threshold = float(np.log(self.threshold / (1 - self.threshold)))
+        logit_threshold = probability_logit(self.threshold)
         with torch.inference_mode():
             predicted = model(x)[mask] > logit_threshold
         truth = y[mask] > 0.5
