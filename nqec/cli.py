@@ -156,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         from training.train_transformer import TransformerConfig, train_transformer
 
-        config = TransformerConfig(**common, size=args.size, fallback_threshold=args.threshold)
+        config = TransformerConfig(**common, size=args.size, fallback_threshold=args.threshold,
+                                   table_shots=args.table_shots, table_tempering=args.table_tempering)
         checkpoint = train_transformer(config, command_line())
     if checkpoint is not None:
         bundle = export_bundle(checkpoint, args.out)
@@ -447,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--threshold", type=float, default=None,
                              help="fall back to matching when |p - 0.5| is below this (default: calibrated)")
+            sub.add_argument("--table-shots", type=int, default=0,
+                             help="count this many samples once and train on each distinct syndrome's flip rate "
+                                  "(small codes such as d=3; default 0: stream fresh samples)")
+            sub.add_argument("--table-tempering", type=float, default=0.5,
+                             help="draw table syndromes with probability count**T (loss-weighted back to the data)")
         sub.set_defaults(func=cmd_train)
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")

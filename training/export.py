@@ -84,7 +84,8 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
         "onnx": {"file": ONNX_FILE, "opset": OPSET,
                  "inputs": [{"name": "inputs", "shape": input_shape, "dtype": "float32"}],
                  "outputs": [{"name": "logits", "shape": output_shape, "dtype": "float32"}]},
-        "training": {**checkpoint["provenance"], "config": checkpoint["config"]},
+        "training": {**checkpoint["provenance"], "config": checkpoint["config"],
+                     **{key: checkpoint[key] for key in ("syndrome_table",) if key in checkpoint}},
         "metrics": {"validation": checkpoint.get("metrics", {})},
     }
     if kind == "predecoder":

@@ -15,6 +15,7 @@ from decoder.transformer import TransformerPipeline
 from training.data import CircuitStream, Shard
 from training.evaluate import evaluate
 from training.loop import TrainConfig, TrainingTask, pick_size, train
+from training.syndrome_table import SyndromeTable
 from training.train_predecoder import torch_runner
 
 CANDIDATE_FALLBACKS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
@@ -27,6 +28,8 @@ class TransformerConfig(TrainConfig):
     size: str = "small"
     lr: float = 1e-3
     fallback_threshold: float | None = None  # None: calibrate on held-out shots after training
+    table_shots: int = 0  # > 0: count this many samples once and train on their syndrome table (small codes)
+    table_tempering: float = 0.5  # how a syndrome table is drawn from; see SyndromeTable.stream
     out: str = "runs/transformer"
 
 
@@ -41,15 +44,24 @@ class TransformerTask(TrainingTask):
         self.layout = Layout.from_circuit(self.spec.circuit())
         self.model = TransformerDecoderNet(self.layout, self.spec.circuit().num_observables, **self.architecture)
         self.fallback_threshold = config.fallback_threshold or 0.0
+        self.table_summary: dict | None = None
 
     def batches(self, seed: int, rank: int, world_size: int):
-        return iter(CircuitStream(self.config.specs(), self.config.batch, seed, Shard(rank=rank, world_size=world_size)))
+        shard = Shard(rank=rank, world_size=world_size)
+        if not self.config.table_shots:
+            return iter(CircuitStream(self.config.specs(), self.config.batch, seed, shard))
+        # Every rank counts the same table (the run's seed); ranks draw different batches from it.
+        table = SyndromeTable.sample(self.config.specs(), self.config.table_shots, self.config.seed)
+        self.table_summary = {"shots": table.shots, "distinct_syndromes": len(table.counts)}
+        return table.stream(self.config.batch, shard.seed(seed), self.config.table_tempering)
 
     def loss(self, model, batch) -> torch.Tensor:
-        events, observables = batch
+        """BCE against observable flips (raw samples) or flip rates weighted per syndrome (a table)."""
+        events, targets = batch[:2]
         x = torch.from_numpy(self.layout.to_dense(events)).to(self.device)
-        y = torch.from_numpy(observables.astype(np.float32)).to(self.device)
-        return F.binary_cross_entropy_with_logits(model(x).float(), y)
+        y = torch.from_numpy(targets.astype(np.float32, copy=False)).to(self.device)
+        weight = torch.from_numpy(batch[2]).to(self.device)[:, None] if len(batch) == 3 else None
+        return F.binary_cross_entropy_with_logits(model(x).float(), y, weight=weight)
 
     def pipeline(self, model, fallback_threshold: float) -> TransformerPipeline:
         return TransformerPipeline(self.spec, self.spec, torch_runner(model, self.device), fallback_threshold)
@@ -74,7 +86,8 @@ class TransformerTask(TrainingTask):
         return {"fallback_calibration": table}
 
     def checkpoint_fields(self) -> dict:
-        return {"architecture": self.architecture, "fallback_threshold": self.fallback_threshold}
+        fields = {"architecture": self.architecture, "fallback_threshold": self.fallback_threshold}
+        return {**fields, "syndrome_table": self.table_summary} if self.table_summary else fields
 
 
 def train_transformer(config: TransformerConfig, command: str = "") -> Path | None:
