@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
@@ -47,23 +48,28 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._busy = threading.Lock()  # held while a batch is being decoded
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{decoder.name}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"batcher-{decoder.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, events: np.ndarray, deadline: float | None = None) -> Future:
-        """Queue bit-packed events; the future resolves to a :class:`BatchOutcome`."""
-        future: Future = Future()
-        item = _Pending(events, deadline, future)
+    def decode(self, events: np.ndarray, deadline: float | None = None) -> BatchOutcome:
+        """Decode bit-packed events (alone, or batched with concurrent requests) and wait for them.
+
+        Raises :class:`DeadlineExpired` when ``deadline`` (a ``time.monotonic()`` value) passes
+        first, and the decoder's exception if it fails."""
         if self.max_wait_s == 0 and self._busy.acquire(blocking=False):
             try:
                 if self._queue.empty():
-                    future.set_running_or_notify_cancel()
-                    self._decode([item])
-                    return future
+                    result, seconds = self._run(events)
+                    return BatchOutcome(result, seconds, len(events))
             finally:
                 self._busy.release()
-        self._queue.put(item)
-        return future
+        future: Future = Future()
+        self._queue.put(_Pending(events, deadline, future))
+        try:
+            return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            raise DeadlineExpired() from None
 
     def close(self) -> None:
         self._queue.put(None)
@@ -84,7 +90,7 @@ class MicroBatcher:
             shots += len(item.events)
         return items, False
 
-    def _run(self) -> None:
+    def _serve(self) -> None:
         closing = False
         while not closing:
             first = self._queue.get()
@@ -102,16 +108,19 @@ class MicroBatcher:
                 with self._busy:
                     self._decode(live)
 
+    def _run(self, events: np.ndarray) -> tuple[DecodeResult, float]:
+        start = time.perf_counter()
+        result = self.decoder.decode_batch_with_info(events)
+        return result, time.perf_counter() - start
+
     def _decode(self, items: list[_Pending]) -> None:
         batch = items[0].events if len(items) == 1 else np.concatenate([item.events for item in items])
-        start = time.perf_counter()
         try:
-            result = self.decoder.decode_batch_with_info(batch)
+            result, seconds = self._run(batch)
         except Exception as exc:  # a failing model must not kill the worker
             for item in items:
                 item.future.set_exception(exc)
             return
-        seconds = time.perf_counter() - start
         offset = 0
         for item in items:
             rows = slice(offset, offset + len(item.events))

@@ -26,6 +26,7 @@ from server.client import DecoderClient
 from server.generated import decoder_pb2 as pb2
 
 BATCH = 1024
+OVERHEAD_BATCHES = (1024, 4096)
 STREAM_EXPERIMENTS = 512
 
 
@@ -83,8 +84,7 @@ def _inprocess(decoder, events: np.ndarray, seconds: float) -> dict:
         t = time.perf_counter()
         decoder.decode_batch(events[row: row + 1])
         single.append(time.perf_counter() - t)
-    return {"shots_per_s": BATCH / float(np.mean(times)), "batch_seconds": float(np.mean(times)),
-            "single": _percentiles_ms(single)}
+    return {"shots_per_s": BATCH / float(np.mean(times)), "single": _percentiles_ms(single)}
 
 
 def _unary_latency(client: DecoderClient, model: str, events: np.ndarray, seconds: float) -> list[float]:
@@ -95,6 +95,23 @@ def _unary_latency(client: DecoderClient, model: str, events: np.ndarray, second
         samples.append(time.perf_counter() - t)
         row = (row + 1) % len(events)
     return samples
+
+
+def _paired_batch_seconds(client: DecoderClient, model: str, decoder, events: np.ndarray, batch: int,
+                          seconds: float) -> tuple[float, float]:
+    """Mean seconds per ``batch``-shot call in-process and over gRPC, alternating call by call on
+    the same shots so both see the same machine state."""
+    local, remote, offset, stop = [], [], 0, time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        shots = events[offset % (len(events) - batch):][:batch]
+        offset += batch
+        t = time.perf_counter()
+        decoder.decode_batch(shots)
+        local.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.decode(model, shots, timeout=10)
+        remote.append(time.perf_counter() - t)
+    return float(np.mean(local)), float(np.mean(remote))
 
 
 def _sustained(client: DecoderClient, model: str, events: np.ndarray, seconds: float, clients: int) -> tuple[float, list[float]]:
@@ -155,11 +172,11 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         inprocess = _inprocess(decoder, events, seconds)
         client.decode(model, events[:BATCH])  # warm up
         latency = _percentiles_ms(_unary_latency(client, model, events, seconds))
-        _, sequential = _sustained(client, model, events, seconds, 1)
+        paired = {batch: _paired_batch_seconds(client, model, decoder, events, batch, seconds)
+                  for batch in OVERHEAD_BATCHES}
         sustained, _ = _sustained(client, model, events, seconds, clients)
         streaming = _streaming(client, model, events, info, seconds) if info.detectors_per_round else None
         client.close()
-    batch_overhead = float(np.mean(sequential)) / inprocess["batch_seconds"]
     result = {
         "model": model, "spec": spec.to_dict(), "machine": f"{platform.node()} ({platform.machine()})",
         "server": target or "subprocess on 127.0.0.1", "seconds_per_phase": seconds, "clients": clients, "seed": seed,
@@ -169,7 +186,8 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         "inprocess_shots_per_s": inprocess["shots_per_s"],
         "sustained_vs_inprocess": sustained / inprocess["shots_per_s"],
         "stream_vs_inprocess": None if streaming is None else streaming / inprocess["shots_per_s"],
-        "grpc_overhead_batch1024": batch_overhead,
+        **{f"grpc_overhead_batch{batch}": remote / local for batch, (local, remote) in paired.items()},
+        **{f"batch{batch}_ms": {"grpc": remote * 1e3, "inprocess": local * 1e3} for batch, (local, remote) in paired.items()},
     }
     table = Table(title=f"nqec bench server: {model} ({spec.label()})")
     for column in ("measure", "gRPC", "in-process", "ratio"):
@@ -177,8 +195,9 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
     table.add_row("single shot p50 / p99 / p99.9 (ms)",
                   f"{latency['p50']:.3f} / {latency['p99']:.3f} / {latency['p999']:.3f}",
                   f"{inprocess['single']['p50']:.3f} / {inprocess['single']['p99']:.3f}", "")
-    table.add_row("time per 1024-shot batch (ms)", f"{np.mean(sequential) * 1e3:.2f}",
-                  f"{inprocess['batch_seconds'] * 1e3:.2f}", f"{batch_overhead:.2f}x")
+    for batch, (local, remote) in paired.items():
+        table.add_row(f"time per {batch}-shot call (ms)", f"{remote * 1e3:.2f}", f"{local * 1e3:.2f}",
+                      f"{remote / local:.2f}x")
     table.add_row(f"sustained unary, {clients} clients (shots/s)", f"{sustained:,.0f}",
                   f"{inprocess['shots_per_s']:,.0f}", f"{result['sustained_vs_inprocess']:.2f}")
     if streaming is not None:

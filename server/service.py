@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 import numpy as np
@@ -32,6 +31,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         self.metrics = metrics
         self.max_shots = max_shots_per_request
         self.batchers = {name: MicroBatcher(m.decoder, max_batch, max_wait_s) for name, m in models.items()}
+        self.model_metrics = {name: metrics.for_model(name) for name in models}
 
     def close(self) -> None:
         for batcher in self.batchers.values():
@@ -49,22 +49,19 @@ class DecoderService(pb2_grpc.DecoderServicer):
 
     def _decode(self, model: ServedModel, events: np.ndarray, deadline: float | None):
         """Decode through the model's batcher; raises RequestError on deadline or model failure."""
-        future = self.batchers[model.name].submit(events, deadline)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            outcome = future.result(timeout=timeout)
-        except (FutureTimeout, DeadlineExpired):
-            future.cancel()
+            outcome = self.batchers[model.name].decode(events, deadline)
+        except DeadlineExpired:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the shots were decoded")
         except Exception as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"model {model.name!r} failed: {exc}") from exc
         if deadline is not None and time.monotonic() > deadline:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while decoding")
-        shots = len(events)
-        self.metrics.decode_seconds.labels(model.name).observe(outcome.decode_seconds)
-        self.metrics.shots.labels(model.name).inc(shots)
+        metrics = self.model_metrics[model.name]
+        metrics.decode_seconds.observe(outcome.decode_seconds)
+        metrics.shots.inc(len(events))
         if model.kind != "matching":
-            self.metrics.fallbacks.labels(model.name).inc(int(np.sum(outcome.result.stage == Stage.MATCHING)))
+            metrics.fallbacks.inc(int(np.sum(outcome.result.stage == Stage.MATCHING)))
         return outcome
 
     @staticmethod
@@ -83,7 +80,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         except RequestError as error:
             return self._fail(context, "Decode", error)
         result = outcome.result
-        self.metrics.request_seconds.labels("Decode", model.name).observe(time.perf_counter() - start)
+        self.model_metrics[model.name].unary_seconds.observe(time.perf_counter() - start)
         return pb2.DecodeResponse(observable_flips=pack_bits(result.observables).tobytes(),
                                   stages=result.stage.astype(np.uint8).tobytes(), num_shots=len(events),
                                   decode_seconds=outcome.decode_seconds)

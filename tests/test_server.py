@@ -306,3 +306,22 @@ def test_tls_serves_only_trusting_clients(models, shots, tmp_path):
         plaintext.close()
     finally:
         running.stop(grace=0)
+
+
+def test_bench_server_reports_latency_throughput_and_overhead(server, tmp_path):
+    """`nqec bench server --target` against the loopback server: every phase runs and lands in the JSON."""
+    import json
+
+    from nqec.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "server", "--model", "matching", "-d", "5", "-r", "5", "-p", "0.003", "--target",
+                 f"127.0.0.1:{server.port}", "--seconds", "0.2", "--clients", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == MODEL and result["server"] == f"127.0.0.1:{server.port}"
+    assert 0 < result["unary_p50_ms"] <= result["unary_p99_ms"] <= result["unary_p999_ms"]
+    assert result["sustained_shots_per_s"] > 0 and result["stream_shots_per_s"] > 0
+    for batch in (1024, 4096):  # gRPC adds time; it cannot make decoding faster
+        times = result[f"batch{batch}_ms"]
+        assert result[f"grpc_overhead_batch{batch}"] == pytest.approx(times["grpc"] / times["inprocess"])
+        assert result[f"grpc_overhead_batch{batch}"] > 1
