@@ -30,6 +30,11 @@ class DecodeResult:
     confidence: np.ndarray
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
+    def rows(self, rows: slice) -> "DecodeResult":
+        """The result of a slice of the batch's shots."""
+        return DecodeResult(self.observables[rows], self.stage[rows], self.confidence[rows],
+                            {key: value[rows] for key, value in self.extra.items()})
+
 
 class Decoder(abc.ABC):
     """``decode_batch(detection_events) -> observable_flips`` over numpy arrays.

@@ -125,5 +125,4 @@ class MicroBatcher:
         for item in items:
             rows = slice(offset, offset + len(item.events))
             offset = rows.stop
-            part = DecodeResult(result.observables[rows], result.stage[rows], result.confidence[rows])
-            item.future.set_result(BatchOutcome(part, seconds, len(batch)))
+            item.future.set_result(BatchOutcome(result.rows(rows), seconds, len(batch)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import grpc
@@ -22,6 +23,15 @@ class RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
+
+
+@dataclasses.dataclass
+class _StreamState:
+    """The rounds received so far of a streamed experiment or block of experiments."""
+
+    model: ServedModel
+    experiments: int
+    rounds: list[np.ndarray] = dataclasses.field(default_factory=list)  # bool [experiments, detectors in round]
 
 
 class DecoderService(pb2_grpc.DecoderServicer):
@@ -104,63 +114,87 @@ class DecoderService(pb2_grpc.DecoderServicer):
         return events
 
     def DecodeStream(self, request_iterator, context):
-        pending: dict[str, tuple[ServedModel, list[np.ndarray]]] = {}
+        experiments: dict[str, _StreamState] = {}  # Round messages: one experiment each
+        blocks: dict[str, _StreamState] = {}  # RoundBlock messages: many experiments each
         for request in request_iterator:
             start = time.perf_counter()
-            results, finished = [], {}
+            finished_experiments: dict[str, list] = {}
+            finished_blocks: dict[str, list] = {}
+            results, block_results = [], []
             for round_ in request.rounds:
-                error = self._add_round(pending, finished, round_)
+                error = self._add_round(experiments, finished_experiments, "experiment", round_.experiment_id,
+                                        round_.model, 1, round_.events, round_.last)
                 if error:
-                    pending.pop(round_.experiment_id, None)
                     results.append(pb2.ExperimentResult(experiment_id=round_.experiment_id, error=error))
-            results += self._decode_finished(finished, self._deadline(context))
-            if results:
+            for block in request.blocks:
+                error = self._add_round(blocks, finished_blocks, "block", block.block_id, block.model,
+                                        block.num_experiments, block.events, block.last)
+                if error:
+                    block_results.append(pb2.BlockResult(block_id=block.block_id, error=error))
+            deadline = self._deadline(context)
+            for key, result, seconds, error in self._decode_finished(finished_experiments, deadline):
+                results.append(pb2.ExperimentResult(experiment_id=key, error=error) if error else pb2.ExperimentResult(
+                    experiment_id=key, observable_flips=pack_bits(result.observables)[0].tobytes(),
+                    stage=int(result.stage[0]), decode_seconds=seconds))
+            for key, result, seconds, error in self._decode_finished(finished_blocks, deadline):
+                block_results.append(pb2.BlockResult(block_id=key, error=error) if error else pb2.BlockResult(
+                    block_id=key, observable_flips=pack_bits(result.observables).tobytes(),
+                    stages=result.stage.astype(np.uint8).tobytes(), decode_seconds=seconds))
+            if results or block_results:
                 self.metrics.request_seconds.labels("DecodeStream", "").observe(time.perf_counter() - start)
-                yield pb2.StreamResponse(results=results)
+                yield pb2.StreamResponse(results=results, blocks=block_results)
 
-    def _add_round(self, pending, finished, round_) -> str:
-        """Record one round; returns an error message, or '' when accepted."""
-        key = round_.experiment_id
+    def _add_round(self, pending: dict, finished: dict, what: str, key: str, model_name: str, experiments: int,
+                   events: bytes, last: bool) -> str:
+        """Record one round of an experiment (``experiments`` = 1) or a block; returns an error
+        message (and forgets ``key``), or '' when accepted."""
+        error = self._accept_round(pending, finished, what, key, model_name, experiments, events, last)
+        if error:
+            pending.pop(key, None)
+        return error
+
+    def _accept_round(self, pending, finished, what, key, model_name, experiments, events, last) -> str:
         if not key:
-            return "experiment_id must be non-empty"
+            return f"{what}_id must be non-empty"
         if key not in pending:
-            if round_.model not in self.models:
-                return f"unknown model {round_.model!r} on the first round of experiment {key!r}"
-            if not self.models[round_.model].detectors_per_round:
-                return f"model {round_.model!r} does not support streaming"
-            pending[key] = (self.models[round_.model], [])
-        model, rounds = pending[key]
-        index = len(rounds)
-        expected = model.detectors_per_round
+            if model_name not in self.models:
+                return f"unknown model {model_name!r} on the first round of {what} {key!r}"
+            if not self.models[model_name].detectors_per_round:
+                return f"model {model_name!r} does not support streaming"
+            if not 1 <= experiments <= self.max_shots:
+                return f"{what} {key!r} must hold 1 to {self.max_shots} experiments, got {experiments}"
+            pending[key] = _StreamState(self.models[model_name], experiments)
+        state = pending[key]
+        index, expected = len(state.rounds), state.model.detectors_per_round
         if index >= len(expected):
-            return f"experiment {key!r} has only {len(expected)} rounds"
-        if len(round_.events) != (expected[index] + 7) // 8:
-            return (f"round {index} of experiment {key!r} has {expected[index]} detectors: expected "
-                    f"{(expected[index] + 7) // 8} bytes, got {len(round_.events)}")
-        rounds.append(unpack_bits(np.frombuffer(round_.events, np.uint8).reshape(1, -1), expected[index])[0])
-        if round_.last:
+            return f"{what} {key!r} has only {len(expected)} rounds"
+        width = (expected[index] + 7) // 8
+        if len(events) != state.experiments * width:
+            return (f"round {index} of {what} {key!r} has {expected[index]} detectors per experiment: expected "
+                    f"{state.experiments} x {width} bytes, got {len(events)}")
+        packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
+        state.rounds.append(unpack_bits(packed, expected[index]))
+        if last:
             if index + 1 != len(expected):
-                return f"experiment {key!r} ended after {index + 1} rounds; model {model.name!r} needs {len(expected)}"
-            finished.setdefault(model.name, []).append((key, np.concatenate(rounds)))
+                return f"{what} {key!r} ended after {index + 1} rounds; model {state.model.name!r} needs {len(expected)}"
+            finished.setdefault(state.model.name, []).append((key, np.concatenate(state.rounds, axis=1)))
             del pending[key]
         return ""
 
-    def _decode_finished(self, finished, deadline) -> list:
-        results = []
-        for name, experiments in finished.items():
-            model = self.models[name]
-            events = pack_bits(np.stack([bits for _, bits in experiments]))
+    def _decode_finished(self, finished: dict[str, list], deadline):
+        """Decode finished experiments or blocks, one batch per model; yields
+        ``(key, DecodeResult of its rows, decode seconds, error message)``."""
+        for name, entries in finished.items():
             try:
-                outcome = self._decode(model, events, deadline)
+                outcome = self._decode(self.models[name], pack_bits(np.concatenate([bits for _, bits in entries])),
+                                       deadline)
             except RequestError as error:
-                results += [pb2.ExperimentResult(experiment_id=key, error=str(error)) for key, _ in experiments]
+                yield from ((key, None, 0.0, str(error)) for key, _ in entries)
                 continue
-            flips = pack_bits(outcome.result.observables)
-            for row, (key, _) in enumerate(experiments):
-                results.append(pb2.ExperimentResult(experiment_id=key, observable_flips=flips[row].tobytes(),
-                                                    stage=int(outcome.result.stage[row]),
-                                                    decode_seconds=outcome.decode_seconds))
-        return results
+            offset = 0
+            for key, bits in entries:
+                yield key, outcome.result.rows(slice(offset, offset + len(bits))), outcome.decode_seconds, ""
+                offset += len(bits)
 
     def ListModels(self, request, context):
         return pb2.ListModelsResponse(models=[model_info(m, pb2) for m in self.models.values()])

@@ -191,9 +191,58 @@ def test_stream_reports_bad_experiments_and_keeps_going(client, shots):
     ])]
     results = {res.experiment_id: res for response in client.stub().DecodeStream(iter(requests)) for res in response.results}
     assert "unknown model 'nope'" in results["bad-model"].error
-    assert "expected 2 bytes" in results["bad-length"].error
+    assert "expected 1 x 2 bytes" in results["bad-length"].error
     assert "ended after 1 rounds" in results["early-end"].error
     assert results["good"].error == ""
+
+
+def block_rounds(bits, per_round):
+    """Round r of every experiment (rows of ``bits``), bit-packed row by row: one RoundBlock's events each."""
+    bounds = np.cumsum([0] + list(per_round))
+    return [pack_bits(bits[:, lo:hi]).tobytes() for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def test_stream_blocks_interleaved_with_single_experiments(client, shots):
+    """Two blocks (25 and 15 experiments) and one single experiment advance in the same messages."""
+    events, _ = shots
+    per_round = client.model_info(MODEL).detectors_per_round
+    bits = np.unpackbits(events[:41], axis=1, count=120, bitorder="little").astype(bool)
+    first, second, single = block_rounds(bits[:25], per_round), block_rounds(bits[25:40], per_round), rounds_of(bits[40], per_round)
+    last = len(per_round) - 1
+    requests = [pb2.StreamRequest(
+        blocks=[pb2.RoundBlock(block_id="b1", model=MODEL, num_experiments=15, events=second[r], last=r == last),
+                pb2.RoundBlock(block_id="b0", model=MODEL, num_experiments=25, events=first[r], last=r == last)],
+        rounds=[pb2.Round(experiment_id="e", model=MODEL, events=single[r], last=r == last)]) for r in range(last + 1)]
+    responses = list(client.stub().DecodeStream(iter(requests)))
+    blocks = {block.block_id: block for response in responses for block in response.blocks}
+    (result,) = [res for response in responses for res in response.results]
+    expected = MatchingDecoder.from_spec(SPEC).decode_batch(events[:41])[:, 0]
+    for key, rows in (("b0", slice(0, 25)), ("b1", slice(25, 40))):
+        assert blocks[key].error == ""
+        flips = np.frombuffer(blocks[key].observable_flips, np.uint8)  # one byte per experiment: 1 observable
+        assert np.array_equal(flips.astype(bool), expected[rows])
+        assert list(blocks[key].stages) == [Stage.MATCHING] * (rows.stop - rows.start)
+    assert result.experiment_id == "e" and bool(result.observable_flips[0] & 1) == expected[40]
+
+
+def test_stream_blocks_report_errors_and_keep_going(client, shots):
+    per_round = client.model_info(MODEL).detectors_per_round
+    bits = np.unpackbits(shots[0][:3], axis=1, count=120, bitorder="little").astype(bool)
+    good = block_rounds(bits, per_round)
+    requests = [pb2.StreamRequest(blocks=[
+        pb2.RoundBlock(block_id="empty", model=MODEL, num_experiments=0, events=b""),
+        pb2.RoundBlock(block_id="short", model=MODEL, num_experiments=3, events=good[0][:-1]),
+        pb2.RoundBlock(block_id="bad-model", model="nope", num_experiments=3, events=good[0]),
+        pb2.RoundBlock(block_id="early-end", model=MODEL, num_experiments=3, events=good[0], last=True),
+        *[pb2.RoundBlock(block_id="good", model=MODEL, num_experiments=3, events=chunk, last=k == len(good) - 1)
+          for k, chunk in enumerate(good)],
+    ])]
+    blocks = {b.block_id: b for response in client.stub().DecodeStream(iter(requests)) for b in response.blocks}
+    assert "must hold 1 to" in blocks["empty"].error and "got 0" in blocks["empty"].error
+    assert "expected 3 x 2 bytes, got 5" in blocks["short"].error
+    assert "unknown model 'nope'" in blocks["bad-model"].error
+    assert "ended after 1 rounds" in blocks["early-end"].error
+    assert blocks["good"].error == "" and len(blocks["good"].stages) == 3
 
 
 def test_list_models_and_info(client, transformer_bundle):
