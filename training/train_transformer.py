@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,10 @@ class TransformerTask(TrainingTask):
         if not self.config.table_shots:
             return iter(CircuitStream(self.config.specs(), self.config.batch, seed, shard))
         # Every rank counts the same table (the run's seed); ranks draw different batches from it.
+        start = time.perf_counter()
         table = SyndromeTable.sample(self.config.specs(), self.config.table_shots, self.config.seed)
-        self.table_summary = {"shots": table.shots, "distinct_syndromes": len(table.counts)}
+        self.table_summary = {"shots": table.shots, "distinct_syndromes": len(table.counts),
+                              "seconds": round(time.perf_counter() - start, 1)}
         return table.stream(self.config.batch, shard.seed(seed), self.config.table_tempering)
 
     def loss(self, model, batch) -> torch.Tensor:
