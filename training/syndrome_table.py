@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from decoder.events import unpack_bits
+from decoder.events import packed_width, unpack_bits
 from decoder.spec import CodeSpec
 
 CHUNK = 1 << 21
@@ -39,8 +39,9 @@ class SyndromeTable:
     @classmethod
     def sample(cls, specs: list[CodeSpec], shots: int, seed: int) -> "SyndromeTable":
         """Sample ``shots`` circuit shots, split evenly over ``specs`` (a p mixture), and count them."""
-        table = cls(np.zeros((0, (specs[0].circuit().num_detectors + 7) // 8), np.uint8), np.zeros(0, np.int64),
-                    np.zeros((0, specs[0].circuit().num_observables), np.int64), specs[0].circuit().num_detectors)
+        circuit = specs[0].circuit()
+        table = cls(np.zeros((0, packed_width(circuit.num_detectors)), np.uint8), np.zeros(0, np.int64),
+                    np.zeros((0, circuit.num_observables), np.int64), circuit.num_detectors)
         for index, spec in enumerate(specs):
             sampler = spec.circuit().compile_detector_sampler(seed=seed + index)
             remaining = shots // len(specs) + (index < shots % len(specs))
