@@ -177,9 +177,9 @@ def fit(task: TrainingTask, config: TrainConfig, distributed: Distributed, comma
         start_step, elapsed_before, metrics = state["step"], state["provenance"]["wall_seconds"], state["metrics"]
     train_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
     # A resumed run draws fresh data: the stream's seed includes the step it starts from.
+    started = time.time()  # wall time includes preparing the data (e.g. counting a syndrome table)
     batches = task.batches(config.seed * 1_000_003 + start_step, distributed.rank, distributed.world_size)
     log = MetricsLog(out / "metrics.jsonl", distributed.is_main)
-    started = time.time()
 
     def checkpoint(step: int, extra: dict | None = None) -> None:
         provenance = {
