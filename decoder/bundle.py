@@ -140,30 +140,44 @@ class Bundle:
             return round_windows(dense, self.manifest["predecoder"]["window"]), self.layout.shape[1]
         return dense, 1
 
-    def decoder(self, spec: CodeSpec | None = None, out_of_range: str = "error"):
+    @property
+    def matching_mode(self) -> str:
+        """The matching mode of the pipeline's residual or fallback stage when none is asked for:
+        the manifest's ``matching`` (the one that measured better), uncorrelated in older bundles."""
+        return self.manifest[self.kind].get("matching", "uncorrelated")
+
+    def decoder(self, spec: CodeSpec | None = None, *, out_of_range: str = "error", matching: str | None = None,
+                runner=None):
         """The pipeline this bundle defines, for ``spec`` (default: the bundle's own).
 
+        ``matching`` picks the residual/fallback matching mode (default :attr:`matching_mode`);
+        ``runner`` replaces the ONNX network (e.g. the FPGA's fixed-point emulation).
         A transformer is tied to its spec's geometry: for another spec, ``out_of_range="error"``
         raises, ``"fallback"`` returns a pipeline whose every shot is answered by matching.
         """
+        from decoder.matching import correlations_of
+
         spec = spec or self.spec
+        correlations = correlations_of(matching or self.matching_mode)
+        runner = runner or self.run
+        section = self.manifest[self.kind]
         if self.kind == "predecoder":
             from decoder.predecoder import PreDecoderPipeline
 
-            section = self.manifest["predecoder"]
             if spec.basis != self.spec.basis:
                 raise NqecError(f"model {self.name!r} was trained for the {self.spec.basis.upper()} basis, "
                                 f"got a {spec.basis.upper()}-basis spec")
-            return PreDecoderPipeline(spec, self.run, tuple(tuple(d) for d in section["directions"]),
-                                      section["window"], section["threshold"], section["require_lit"],
-                                      section["isolated_only"])
+            return PreDecoderPipeline(spec, runner, tuple(tuple(d) for d in section["directions"]),
+                                      window=section["window"], threshold=section["threshold"],
+                                      require_lit=section["require_lit"], isolated_only=section["isolated_only"],
+                                      correlations=correlations)
         from decoder.transformer import TransformerPipeline
 
         if out_of_range == "error" and not spec.same_geometry(self.spec):
             raise NqecError(f"model {self.name!r} was trained for d={self.spec.distance} r={self.spec.rounds} "
                             f"{self.spec.basis.upper()}-basis; got d={spec.distance} r={spec.rounds} "
                             f"{spec.basis.upper()}-basis")
-        return TransformerPipeline.from_bundle(self, spec)
+        return TransformerPipeline(spec, self.spec, runner, section["fallback_threshold"], correlations=correlations)
 
     def summary(self) -> dict:
         """Name, kind, spec, size and measured metrics, as ``nqec models`` shows them."""

@@ -8,6 +8,8 @@ import enum
 
 import numpy as np
 
+from decoder.events import is_bit_packed
+
 
 class Stage(enum.IntEnum):
     """Which stage of a pipeline answered a shot."""
@@ -35,21 +37,42 @@ class DecodeResult:
         return DecodeResult(self.observables[rows], self.stage[rows], self.confidence[rows],
                             {key: value[rows] for key, value in self.extra.items()})
 
+    @classmethod
+    def concatenate(cls, parts: list["DecodeResult"]) -> "DecodeResult":
+        """The results of consecutive chunks of shots as one result."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(np.concatenate([p.observables for p in parts]), np.concatenate([p.stage for p in parts]),
+                   np.concatenate([p.confidence for p in parts]),
+                   {key: np.concatenate([p.extra[key] for p in parts]) for key in parts[0].extra})
+
 
 class Decoder(abc.ABC):
     """``decode_batch(detection_events) -> observable_flips`` over numpy arrays.
 
     Detection events are ``bool [shots, num_detectors]`` or bit-packed ``uint8``
     ``[shots, ceil(num_detectors / 8)]``; predictions are ``bool [shots, num_observables]``.
+    A batch of any size is decoded ``chunk_shots`` shots at a time, so peak memory is bounded
+    by the chunk, not the batch.
     """
 
     name: str
     num_detectors: int
     num_observables: int
+    chunk_shots: int = 1 << 16
 
     @abc.abstractmethod
+    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
+        """Decode at most ``chunk_shots`` validated shots (bool or bit-packed)."""
+
     def decode_batch_with_info(self, detection_events: np.ndarray) -> DecodeResult:
         """Decode a batch and report, per shot, which stage answered and how confidently."""
+        is_bit_packed(detection_events, self.num_detectors)  # raises NqecError naming the expected shape
+        shots, chunk = len(detection_events), self.chunk_shots
+        if shots <= chunk:
+            return self.decode_chunk(detection_events)
+        return DecodeResult.concatenate([self.decode_chunk(detection_events[i: i + chunk])
+                                         for i in range(0, shots, chunk)])
 
     def decode_batch(self, detection_events: np.ndarray) -> np.ndarray:
         """Decode a batch of shots into ``bool [shots, num_observables]`` observable flips."""

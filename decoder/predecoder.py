@@ -20,7 +20,6 @@ from decoder.layout import Layout
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 
-CHUNK_SHOTS = 4096  # shots per network call: bounds memory at large distances
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 windows [N, 2W, H, W] -> logits [N, D, H, W]
 
 
@@ -91,9 +90,11 @@ class PreDecoderPipeline(Decoder):
     """
 
     name = "predecoder+matching"
+    chunk_shots = 4096  # shots per network call: bounds memory at large distances
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
-                 threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False):
+                 threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False,
+                 correlations: bool = False):
         if not 0 < threshold < 1:
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
         self.spec = spec
@@ -103,7 +104,7 @@ class PreDecoderPipeline(Decoder):
         self.logit_threshold = probability_logit(threshold)
         self.require_lit = require_lit
         self.isolated_only = isolated_only
-        self.matching = MatchingDecoder(spec.dem())
+        self.matching = MatchingDecoder(spec.dem(), correlations=correlations)
         self.num_detectors = self.matching.num_detectors
         self.num_observables = self.matching.num_observables
 
@@ -124,12 +125,11 @@ class PreDecoderPipeline(Decoder):
         det_flips, obs_flips = geometry.edges.apply(selected)
         return bits ^ det_flips, obs_flips, selected.sum(axis=1)
 
-    def decode_batch_with_info(self, detection_events: np.ndarray) -> DecodeResult:
+    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
         bits = as_bool_events(detection_events, self.num_detectors)
         if bits.shape[0] == 0:
             return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        parts = [self.predecode(bits[i: i + CHUNK_SHOTS]) for i in range(0, len(bits), CHUNK_SHOTS)]
-        residual, obs_flips, applied = (np.concatenate(arrays) for arrays in zip(*parts))
+        residual, obs_flips, applied = self.predecode(bits)
         start = time.perf_counter()
         observables = self.matching.decode_batch(residual) ^ obs_flips
         matching_seconds = time.perf_counter() - start

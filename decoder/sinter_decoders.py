@@ -38,7 +38,7 @@ class CompiledNqecDecoder(sinter.CompiledDecoder):
 class NqecSinterDecoder(sinter.Decoder):
     """Sinter adapter for the nqec decoder ``name``.
 
-    ``matching`` needs nothing but the task's DEM. Neural decoders also need the task's
+    ``matching`` and ``matching-correlated`` need nothing but the task's DEM. Neural decoders also need the task's
     ``spec`` (and a ``model``), since a network is tied to one experiment's layout.
     """
 
@@ -48,8 +48,8 @@ class NqecSinterDecoder(sinter.Decoder):
         self.model = model
 
     def compile_decoder_for_dem(self, *, dem: stim.DetectorErrorModel) -> sinter.CompiledDecoder:
-        if self.name == "matching":
-            return CompiledNqecDecoder(MatchingDecoder(dem))
+        if self.name in ("matching", "matching-correlated"):
+            return CompiledNqecDecoder(MatchingDecoder(dem, correlations=self.name == "matching-correlated"))
         if self.spec is None:
             raise NqecError(f"sinter decoder {self.name!r} needs the task's CodeSpec (spec=...)")
         decoder = build_decoder(self.name, self.spec, self.model)
@@ -61,4 +61,5 @@ class NqecSinterDecoder(sinter.Decoder):
 
 def sinter_decoders() -> dict[str, sinter.Decoder]:
     """Custom decoders for ``sinter.collect(custom_decoders=...)`` that need no model."""
-    return {"nqec-matching": NqecSinterDecoder("matching")}
+    return {"nqec-matching": NqecSinterDecoder("matching"),
+            "nqec-matching-correlated": NqecSinterDecoder("matching-correlated")}

@@ -26,28 +26,26 @@ class TransformerPipeline(Decoder):
     """
 
     name = "transformer"
+    chunk_shots = 1024  # attention memory grows with shots x tokens^2
 
-    def __init__(self, spec: CodeSpec, model_spec: CodeSpec, run, fallback_threshold: float):
+    def __init__(self, spec: CodeSpec, model_spec: CodeSpec, run, fallback_threshold: float,
+                 correlations: bool = False):
         self.spec = spec
         self.model_spec = model_spec
         self.run = run
         self.fallback_threshold = fallback_threshold
-        self.matching = MatchingDecoder(spec.dem())
+        self.matching = MatchingDecoder(spec.dem(), correlations=correlations)
         self.layout = Layout.from_circuit(spec.circuit())
         self.num_detectors = self.matching.num_detectors
         self.num_observables = self.matching.num_observables
         self.in_range = model_spec.same_geometry(spec)
-
-    @classmethod
-    def from_bundle(cls, bundle, spec: CodeSpec) -> "TransformerPipeline":
-        return cls(spec, bundle.spec, bundle.run, bundle.manifest["transformer"]["fallback_threshold"])
 
     def probabilities(self, bits: np.ndarray) -> np.ndarray:
         """Network probability of each observable flip, ``float32 [shots, O]``."""
         logits = self.run(self.layout.to_dense(bits))
         return (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
-    def decode_batch_with_info(self, detection_events: np.ndarray) -> DecodeResult:
+    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
         bits = as_bool_events(detection_events, self.num_detectors)
         shots = len(bits)
         stage = np.full(shots, Stage.MATCHING, dtype=np.uint8)

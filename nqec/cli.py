@@ -63,7 +63,8 @@ def _emit(table, payload: object, json_path: str | None) -> None:
 
 
 def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, seed: int, baseline: bool,
-                         json_path: str | None) -> list[dict]:
+                         json_path: str | None, matching: str | None = None,
+                         reference: str | None = None) -> list[dict]:
     """Evaluate each ``(specs, decoder, model)`` job on ``shots`` shots per spec; print one table."""
     from training.evaluate import evaluate_sweep
     from training.report import command_line, evaluation_table
@@ -73,7 +74,8 @@ def _evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, s
     results = []
     with progress:
         for specs, decoder, model in jobs:
-            results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance)
+            results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance,
+                                      matching=matching, reference=reference)
     for record in results:
         record["command"] = command_line()
     _emit(evaluation_table(results), results[0] if len(results) == 1 else results, json_path)
@@ -86,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     specs = sweep_specs(args.distance, args.p, args.rounds, args.basis, args.noise)
     results = _evaluate_and_report([(specs, args.decoder, args.model)], args.shots, args.seed, not args.no_baseline,
-                                   args.json)
+                                   args.json, args.matching, args.reference)
     if args.record:
         from decoder.bundle import resolve_model
         from training.export import record_metrics
@@ -187,12 +189,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=2))
         return 0
     table = Table(title="shipped models")
-    for column in ("name", "kind", "trained on", "parameters", "LER vs matching (shots)", "trained where, how long"):
+    for column in ("name", "kind", "trained on", "parameters", "LER ÷ matching, ÷ correlated (shots)",
+                   "trained where, how long"):
         table.add_column(column)
     for s in summaries:
         spec = CodeSpec.from_dict(s["spec"])
         measured = s["metrics"].get(f"evaluate {spec.label()}")
-        ratio = "-" if measured is None else f"{measured['ler_ratio']:.3f} ({measured['shots']:,})"
+        ratio = "-" if measured is None else (
+            f"{measured['ler_ratio']:.3f}, "
+            f"{'-' if measured.get('correlated_ratio') is None else format(measured['correlated_ratio'], '.3f')} "
+            f"({measured['shots']:,})")
         training = s["training"]
         table.add_row(s["name"], s["kind"], spec.label(), f"{s['parameters']:,}", ratio,
                       f"{training.get('machine', '-')}, {training.get('wall_seconds', 0) / 60:.0f} min, "
@@ -214,10 +220,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def served_model_name(model: str, spec) -> str:
-    """``matching`` means the server's matching model for ``spec``; other names pass through."""
+    """``matching`` and ``matching-correlated`` mean the server's matching model of that mode for
+    ``spec``; other names pass through."""
     from server.models import matching_model_name
 
-    return matching_model_name(spec) if model == "matching" else model
+    if model in ("matching", "matching-correlated"):
+        return matching_model_name(spec, correlated=model == "matching-correlated")
+    return model
 
 
 def cmd_client_decode(args: argparse.Namespace) -> int:
@@ -241,7 +250,7 @@ def cmd_client_decode(args: argparse.Namespace) -> int:
     events, observables = spec.circuit().compile_detector_sampler(seed=args.seed).sample(
         args.shots, separate_observables=True, bit_packed=True)
     flips, stages, server_seconds = client.decode(name, events)
-    local = (build_decoder("matching", spec) if info.kind == "matching" else Bundle.load(name).decoder(spec))
+    local = (build_decoder(info.decoder, spec) if info.kind == "matching" else Bundle.load(name).decoder(spec))
     agree = np.array_equal(flips, local.decode_batch(events))
     actual = np.unpackbits(observables, axis=1, count=info.num_observables, bitorder="little").astype(bool)
     errors = int(np.any(flips != actual, axis=1).sum())
@@ -404,7 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(evaluate, sweep=True)
     evaluate.add_argument("--shots", type=_positive_int, default=100_000)
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--no-baseline", action="store_true", help="skip decoding the same shots with matching")
+    evaluate.add_argument("--matching", choices=["uncorrelated", "correlated"], default=None,
+                          help="matching mode: of --decoder matching (default uncorrelated), or of a neural "
+                               "pipeline's residual/fallback stage (default: the bundle's)")
+    evaluate.add_argument("--no-baseline", action="store_true",
+                          help="skip decoding the same shots with both PyMatching modes")
+    evaluate.add_argument("--reference", choices=["tesseract"], default=None,
+                          help="also decode the same shots with a near-optimal reference (extra 'reference')")
     evaluate.add_argument("--json", default=None, help="write the results to this JSON file")
     evaluate.add_argument("--record", action="store_true", help="also store the results in the model bundle's manifest")
     evaluate.set_defaults(func=cmd_evaluate)

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
 from decoder.bundle import Bundle
-from decoder.matching import MatchingDecoder
+from decoder.registry import build_decoder
 from decoder.spec import CodeSpec
 from server.client import DecoderClient
 from server.generated import decoder_pb2 as pb2
@@ -166,7 +166,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
     with (contextlib.nullcontext(target) if target else local_server()) as address:
         client = DecoderClient([address])
         info = client.model_info(model)
-        decoder = MatchingDecoder.from_spec(spec) if info.kind == "matching" else Bundle.load(model).decoder(spec)
+        decoder = build_decoder(info.decoder, spec) if info.kind == "matching" else Bundle.load(model).decoder(spec)
         inprocess = _inprocess(decoder, events, seconds)
         client.decode(model, events[:BATCH])  # warm up
         latency = _percentiles_ms(_unary_latency(client, model, events, seconds))

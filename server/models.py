@@ -1,4 +1,4 @@
-"""The models a server offers: neural bundles and one matching model per supported spec."""
+"""The models a server offers: neural bundles and, per supported spec, matching in both modes."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MATCHING_SPECS = tuple(CodeSpec(d, d, p) for d in (3, 5, 7, 9) for p in (0.001, 0.003, 0.005))
 
 
-def matching_model_name(spec: CodeSpec) -> str:
-    """Served name of the matching model for ``spec``, e.g. ``matching-d5-r5-p0.003-z-depolarizing``."""
-    return f"matching-d{spec.distance}-r{spec.rounds}-p{spec.p:g}-{spec.basis}-{spec.noise}"
+def matching_model_name(spec: CodeSpec, correlated: bool = False) -> str:
+    """Served name of the matching model for ``spec``, e.g. ``matching-d5-r5-p0.003-z-depolarizing``,
+    or of its correlated twin, ``matching-correlated-d5-r5-p0.003-z-depolarizing``."""
+    mode = "matching-correlated" if correlated else "matching"
+    return f"{mode}-d{spec.distance}-r{spec.rounds}-p{spec.p:g}-{spec.basis}-{spec.noise}"
 
 
 @dataclasses.dataclass
@@ -66,9 +68,10 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
         models[bundle.name] = ServedModel(bundle.name, bundle.kind, decoder.name, bundle.spec, decoder,
                                           _detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
     for spec in {*matching_specs, *(b.spec for b in bundles)}:
-        name = matching_model_name(spec)
-        models[name] = ServedModel(name, "matching", "matching", spec, MatchingDecoder.from_spec(spec),
-                                   _detectors_per_round(spec), {})
+        for correlated in (False, True):
+            decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
+            name = matching_model_name(spec, correlated)
+            models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, _detectors_per_round(spec), {})
     log.info("serving %d models", len(models))
     return models
 

@@ -12,10 +12,32 @@ def test_evaluate_prints_table_and_writes_json(tmp_path, capsys):
     assert main(["evaluate", "--decoder", "matching", "-d", "3", "-r", "2", "-p", "0.004", "--shots", "5000",
                  "--seed", "3", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "matching" in text and "LER/shot" in text
+    assert "matching" in text and "LER per shot" in text and "correlated matching LER" in text
     record = json.loads(out.read_text())
+    assert record["ler_ratio"] == 1.0 and record["correlated_ler"] > 0 and record["peak_rss_mb"] > 0
     assert record["shots"] == 5000 and record["spec"]["rounds"] == 2 and record["seed"] is not None
     assert record["command"].startswith("nqec")
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_evaluation_tables_fit_the_terminal(width):
+    """Narrow terminals get one vertical table per result, wide ones a row per result; no line is cut."""
+    import io
+
+    from rich.console import Console
+
+    from decoder import CodeSpec
+    from training.evaluate import evaluate_sweep
+    from training.report import evaluation_table
+
+    results = evaluate_sweep([CodeSpec(3, 3, 0.004), CodeSpec(5, 5, 0.004)], "matching", shots=2000, seed=1)
+    for record in results:
+        record["model"] = "a-long-model-name-d5"
+    console = Console(file=io.StringIO(), width=width)
+    console.print(evaluation_table(results, width=width))
+    lines = console.file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert sum("d=5 r=5 p=0.004" in line for line in lines) == 1  # each experiment named once, unbroken
 
 
 def test_sweep_json_feeds_plot(tmp_path):
@@ -35,6 +57,7 @@ def test_sweep_json_feeds_plot(tmp_path):
     (["evaluate", "-r", "0"], "rounds must be an integer >= 1, got 0"),
     (["evaluate", "--decoder", "magic"], "unknown decoder 'magic'; expected one of"),
     (["plot", "/nonexistent.json"], "results file not found"),
+    (["evaluate", "--decoder", "matching-correlated", "--matching", "uncorrelated"], "is correlated matching"),
 ])
 def test_user_mistakes_give_one_line_and_nonzero_exit(argv, expected, capsys):
     assert main(argv) == 2

@@ -6,7 +6,7 @@ import pytest
 
 from decoder import CodeSpec, MatchingDecoder
 from training.evaluate import evaluate, evaluate_sweep, sweep_specs
-from training.stats import per_round, wilson_interval
+from decoder.stats import per_round, wilson_interval
 
 
 def test_wilson_interval_contains_rate_and_shrinks():

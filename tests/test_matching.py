@@ -49,3 +49,25 @@ def test_bad_events_get_a_clear_error(sample, bad, expected):
 def test_registry_names_known_decoders():
     with pytest.raises(NqecError, match="unknown decoder 'nope'; expected one of .*matching"):
         build_decoder("nope", CodeSpec(3, 3, 0.001))
+
+
+def test_correlated_mode_equals_pymatchings_own_correlated_decode():
+    spec = CodeSpec(5, 5, 0.004)
+    events, _ = spec.circuit().compile_detector_sampler(seed=3).sample(20_000, separate_observables=True)
+    direct = pymatching.Matching.from_detector_error_model(spec.dem(), enable_correlations=True).decode_batch(
+        events, enable_correlations=True).astype(bool)
+    decoder = MatchingDecoder.from_spec(spec, correlations=True)
+    assert decoder.name == "matching-correlated"
+    assert np.array_equal(decoder.decode_batch(events), direct)
+    assert np.array_equal(decoder.decode_batch(pack_bits(events)), direct)
+    # The modes really differ on these shots (correlations change some answers).
+    assert not np.array_equal(MatchingDecoder.from_spec(spec).decode_batch(events), direct)
+
+
+def test_registry_builds_both_matching_modes():
+    spec = CodeSpec(3, 3, 0.001)
+    assert build_decoder("matching-correlated", spec).correlations
+    assert build_decoder("matching", spec, matching="correlated").correlations
+    assert not build_decoder("matching", spec).correlations
+    with pytest.raises(NqecError, match="matching mode must be one of uncorrelated, correlated"):
+        build_decoder("matching", spec, matching="sometimes")

@@ -29,3 +29,13 @@ def test_sinter_collect_runs_our_decoder_beside_pymatching():
     rate = (ours.errors + theirs.errors) / (2 * 20_000)
     assert abs(ours.errors - theirs.errors) < 5 * np.sqrt(2 * 20_000 * rate * (1 - rate))
     assert ours.errors > 0
+
+
+def test_correlated_sinter_decoder_equals_pymatching_correlated():
+    spec = CodeSpec(5, 5, 0.005)
+    events, _ = spec.circuit().compile_detector_sampler(seed=8).sample(3000, separate_observables=True, bit_packed=True)
+    compiled = sinter_decoders()["nqec-matching-correlated"].compile_decoder_for_dem(dem=spec.dem())
+    ours = unpack_bits(compiled.decode_shots_bit_packed(bit_packed_detection_event_data=events), 1)
+    direct = pymatching.Matching.from_detector_error_model(spec.dem(), enable_correlations=True).decode_batch(
+        events, bit_packed_shots=True, enable_correlations=True)
+    assert np.array_equal(ours, direct.astype(bool))
