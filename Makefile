@@ -9,7 +9,7 @@ FPGA_DIR ?= out/fpga/$(FPGA_MODEL)
 
 .PHONY: test demo install clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py proto/decoder.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The pinned CPU torch first (local wheel on these machines), then the project.

@@ -210,12 +210,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from server.app import ServerConfig, serve_forever
+    from server.app import serve_forever
+    from server.config import ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve_forever(ServerConfig(host=args.host, port=args.port, models_dir=args.models, max_batch=args.max_batch,
                                max_wait_us=args.max_wait_us, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                               token=args.token, metrics_port=args.metrics_port))
+                               token=args.token, metrics_port=args.metrics_port, workers=args.workers,
+                               max_streams=args.max_streams, max_inflight_shots=args.max_inflight_shots))
     return 0
 
 
@@ -249,7 +251,10 @@ def cmd_client_decode(args: argparse.Namespace) -> int:
         raise NqecError(f"model {name!r} decodes d={info.distance} r={info.rounds}; -d/-r give a different experiment")
     events, observables = spec.circuit().compile_detector_sampler(seed=args.seed).sample(
         args.shots, separate_observables=True, bit_packed=True)
-    flips, stages, server_seconds = client.decode(name, events)
+    try:
+        flips, stages, server_seconds = client.decode(name, events)
+    except grpc.RpcError as exc:
+        raise NqecError(f"server at {args.target}: {exc.code().name}: {exc.details()}") from None
     local = (build_decoder(info.decoder, spec) if info.kind == "matching" else Bundle.load(name).decoder(spec))
     agree = np.array_equal(flips, local.decode_batch(events))
     actual = np.unpackbits(observables, axis=1, count=info.num_observables, bitorder="little").astype(bool)
@@ -481,15 +486,27 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     serve = commands.add_parser("serve", help="run the gRPC decoding service")
+    from server.config import ServerConfig
+
+    defaults = ServerConfig()
     serve.add_argument("--models", default=None, help="a folder of bundles to serve besides the shipped ones")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--max-batch", type=_positive_int, default=4096, help="most shots decoded in one batch")
-    serve.add_argument("--max-wait-us", type=int, default=0, help="how long a batch waits for more requests")
+    serve.add_argument("--host", default=defaults.host)
+    serve.add_argument("--port", type=int, default=defaults.port)
+    serve.add_argument("--max-batch", type=_positive_int, default=defaults.max_batch,
+                       help="most shots decoded in one batch")
+    serve.add_argument("--max-wait-us", type=int, default=defaults.max_wait_us,
+                       help="how long a batch waits for more requests")
+    serve.add_argument("--max-inflight-shots", type=_positive_int, default=defaults.max_inflight_shots,
+                       help="shots queued or decoding at once; past it requests get RESOURCE_EXHAUSTED")
+    serve.add_argument("--workers", type=_positive_int, default=defaults.workers,
+                       help="threads serving calls (each open DecodeStream holds one)")
+    serve.add_argument("--max-streams", type=int, default=defaults.max_streams,
+                       help="open DecodeStreams; more get RESOURCE_EXHAUSTED (must be below --workers)")
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
     serve.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' metadata")
-    serve.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus /metrics on this port (default: no metrics listener)")
     serve.set_defaults(func=cmd_serve)
 
     client = commands.add_parser("client", help="talk to a running decoding service")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
@@ -11,10 +10,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from decoder.errors import NqecError
 from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
+from server.config import ServerConfig
 from server.metrics import ServerMetrics
 from server.models import ServedModel, load_models
 from server.service import DecoderService
@@ -22,22 +23,8 @@ from server.service import DecoderService
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["Decoder"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # reachable without the token
-
-
-@dataclasses.dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051  # 0: pick a free port
-    models_dir: str | None = None
-    max_batch: int = 4096
-    max_wait_us: int = 0
-    max_shots_per_request: int = 1 << 16
-    max_message_bytes: int = 16 << 20
-    workers: int = 32
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    token: str | None = None
-    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"  # same messages as v1alpha, newer name
+WATCH_INTERVAL_S = 0.5  # how often health is brought in line with the models' workers
 
 
 class TokenAuth(grpc.ServerInterceptor):
@@ -61,14 +48,35 @@ class TokenAuth(grpc.ServerInterceptor):
 
 
 class RunningServer:
-    """A started server; ``stop()`` finishes in-flight calls before returning."""
+    """A started server; ``stop()`` finishes in-flight calls before returning.
+
+    Health follows the models: each model has its own health service name (its served name),
+    SERVING while its batch worker runs; a watcher restarts a stopped worker and reports
+    NOT_SERVING for a model whose worker cannot be brought back."""
 
     def __init__(self, server: grpc.Server, service: DecoderService, health_servicer, port: int,
                  metrics: ServerMetrics, metrics_http=None):
         self.server, self.service, self.health, self.port = server, service, health_servicer, port
         self.metrics, self.metrics_http = metrics, metrics_http
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="health-watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            self.refresh_health()
+
+    def refresh_health(self) -> None:
+        """Restart stopped batch workers and set each model's health from its worker."""
+        for name, batcher in self.service.batchers.items():
+            if not batcher.alive:
+                batcher.revive()
+                self.metrics.worker_restarts.labels(name).inc()
+            serving = health_pb2.HealthCheckResponse.SERVING if batcher.alive else health_pb2.HealthCheckResponse.NOT_SERVING
+            self.health.set(name, serving)
 
     def stop(self, grace: float = 5.0) -> None:
+        self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.service.close()
@@ -77,7 +85,10 @@ class RunningServer:
 
 
 def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = None) -> RunningServer:
-    """Load models (unless given), start serving, and return the running server."""
+    """Load models (unless given), start serving, and return the running server.
+
+    Settings that cannot work and ports already in use raise NqecError."""
+    config.validate()
     models = models if models is not None else load_models(config.models_dir)
     metrics = ServerMetrics()
     interceptors = [TokenAuth(config.token)] if config.token else []
@@ -85,27 +96,49 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
                ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
-    service = DecoderService(models, metrics, config.max_batch, config.max_wait_us / 1e6, config.max_shots_per_request)
+    service = DecoderService(models, metrics, config.max_batch, config.max_wait_us / 1e6, config.max_shots_per_request,
+                             config.max_inflight_shots, config.max_streams)
     pb2_grpc.add_DecoderServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, *models):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    _enable_reflection(server)
     address = f"{config.host}:{config.port}"
-    if config.tls_cert or config.tls_key:
-        if not (config.tls_cert and config.tls_key):
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
-        credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if config.tls_cert:
+            credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(),
+                                                        Path(config.tls_cert).read_bytes())])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    except OSError as exc:
+        raise NqecError(f"cannot read the TLS key or certificate: {exc}") from None
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise NqecError(f"cannot listen on {address}: the port is in use or the address is not local")
+    metrics_http = None
+    if config.metrics_port is not None:
+        try:
+            metrics_http = metrics.serve(config.metrics_port, config.host)
+        except OSError as exc:
+            server.stop(0)
+            raise NqecError(f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc.strerror}") from None
     server.start()
-    metrics_http = metrics.serve(config.metrics_port, config.host) if config.metrics_port is not None else None
     log.info("nqec serving %d models on %s:%d", len(models), config.host, port)
     return RunningServer(server, service, health_servicer, port, metrics, metrics_http)
+
+
+def _enable_reflection(server: grpc.Server) -> None:
+    """Server reflection under both names tools ask for: v1alpha and v1 (identical messages)."""
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),))
 
 
 def serve_forever(config: ServerConfig) -> None:

@@ -30,6 +30,8 @@ class ServerMetrics:
         self.fallbacks = Counter("nqec_matching_answers", "Shots answered by matching in a neural pipeline",
                                  ["model"], registry=self.registry)
         self.errors = Counter("nqec_errors", "Failed RPCs by status code", ["method", "code"], registry=self.registry)
+        self.worker_restarts = Counter("nqec_worker_restarts", "Batch workers found stopped and restarted", ["model"],
+                                       registry=self.registry)
 
     def for_model(self, model: str) -> ModelMetrics:
         return ModelMetrics(self.decode_seconds.labels(model), self.request_seconds.labels("Decode", model),

@@ -76,11 +76,11 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
     return models
 
 
-def model_info(model: ServedModel, pb2):
+def model_info(model: ServedModel, pb2, max_shots_per_request: int):
     """The ``ModelInfo`` message of a served model."""
     spec = model.spec
     return pb2.ModelInfo(
         name=model.name, kind=model.kind, decoder=model.decoder_name, distance=spec.distance, rounds=spec.rounds,
         p=spec.p, basis=spec.basis, noise=spec.noise, num_detectors=model.decoder.num_detectors,
         num_observables=model.decoder.num_observables, detectors_per_round=model.detectors_per_round,
-        metrics_json=json.dumps(model.metrics))
+        metrics_json=json.dumps(model.metrics), max_shots_per_request=max_shots_per_request)

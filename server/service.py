@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import grpc
@@ -10,11 +11,27 @@ import numpy as np
 
 from decoder.events import pack_bits, unpack_bits
 from decoder.interface import Stage
-from server.batching import DeadlineExpired, MicroBatcher
+from server.batching import BatcherClosed, DeadlineExpired, MicroBatcher
 from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
 from server.metrics import ServerMetrics
 from server.models import ServedModel, model_info
+
+
+MAX_NAME_IN_MESSAGE = 64  # characters of a client-supplied name echoed in an error
+
+
+def quoted(name: str) -> str:
+    """A client-supplied name for an error message, cut short so the message stays small."""
+    if len(name) <= MAX_NAME_IN_MESSAGE:
+        return repr(name)
+    return f"{name[:MAX_NAME_IN_MESSAGE]!r}... ({len(name):,} characters)"
+
+
+def spare_bits_set(packed: np.ndarray, num_bits: int) -> bool:
+    """Whether any padding bit past ``num_bits`` is set in bit-packed rows."""
+    spare = 8 * packed.shape[1] - num_bits
+    return bool(spare and np.any(packed[:, -1] >> (8 - spare)))
 
 
 class RequestError(Exception):
@@ -34,12 +51,37 @@ class _StreamState:
     rounds: list[np.ndarray] = dataclasses.field(default_factory=list)  # bool [experiments, detectors in round]
 
 
+class _Admission:
+    """A counter with a ceiling: shots in flight, or open streams."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def take(self, amount: int = 1) -> bool:
+        with self._lock:
+            if self.value + amount > self.limit:
+                return False
+            self.value += amount
+            return True
+
+    def give(self, amount: int = 1) -> None:
+        with self._lock:
+            self.value -= amount
+
+
 class DecoderService(pb2_grpc.DecoderServicer):
+    """Validation, admission control (shots in flight, open streams), batching and streaming."""
+
     def __init__(self, models: dict[str, ServedModel], metrics: ServerMetrics, max_batch: int = 4096,
-                 max_wait_s: float = 0.0, max_shots_per_request: int = 1 << 16):
+                 max_wait_s: float = 0.0, max_shots_per_request: int = 1 << 16,
+                 max_inflight_shots: int = 1 << 18, max_streams: int = 16):
         self.models = models
         self.metrics = metrics
         self.max_shots = max_shots_per_request
+        self.inflight_shots = _Admission(max_inflight_shots)
+        self.open_streams = _Admission(max_streams)
         self.batchers = {name: MicroBatcher(m.decoder, max_batch, max_wait_s) for name, m in models.items()}
         self.model_metrics = {name: metrics.for_model(name) for name in models}
 
@@ -47,10 +89,14 @@ class DecoderService(pb2_grpc.DecoderServicer):
         for batcher in self.batchers.values():
             batcher.close()
 
+    def workers_alive(self) -> dict[str, bool]:
+        """Per model: whether its batch worker runs (one that stopped is restarted by its next request)."""
+        return {name: batcher.alive for name, batcher in self.batchers.items()}
+
     # -- helpers -------------------------------------------------------------------------
     def _model(self, name: str) -> ServedModel:
         if name not in self.models:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; ListModels names the served ones")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {quoted(name)}; ListModels names the served ones")
         return self.models[name]
 
     def _fail(self, context, method: str, error: RequestError):
@@ -58,13 +104,22 @@ class DecoderService(pb2_grpc.DecoderServicer):
         context.abort(error.code, str(error))
 
     def _decode(self, model: ServedModel, events: np.ndarray, deadline: float | None):
-        """Decode through the model's batcher; raises RequestError on deadline or model failure."""
+        """Decode through the model's batcher; raises RequestError when the server is full, on
+        deadline, on shutdown or on model failure."""
+        if not self.inflight_shots.take(len(events)):
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"server busy: {self.inflight_shots.value:,} shots in flight, {len(events):,} more would "
+                               f"pass the limit of {self.inflight_shots.limit:,} (--max-inflight-shots); retry later")
         try:
             outcome = self.batchers[model.name].decode(events, deadline)
         except DeadlineExpired:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the shots were decoded")
+        except BatcherClosed:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Exception as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"model {model.name!r} failed: {exc}") from exc
+        finally:
+            self.inflight_shots.give(len(events))
         if deadline is not None and time.monotonic() > deadline:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while decoding")
         metrics = self.model_metrics[model.name]
@@ -107,13 +162,22 @@ class DecoderService(pb2_grpc.DecoderServicer):
                                f"model {model.name!r} expects {shots} x {width} bytes of bit-packed detection events "
                                f"({model.decoder.num_detectors} detectors per shot), got {len(request.detection_events)}")
         events = np.frombuffer(request.detection_events, dtype=np.uint8).reshape(shots, width)
-        spare_bits = 8 * width - model.decoder.num_detectors
-        if spare_bits and np.any(events[:, -1] >> (8 - spare_bits)):
+        if spare_bits_set(events, model.decoder.num_detectors):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"padding bits past detector {model.decoder.num_detectors} must be zero")
         return events
 
     def DecodeStream(self, request_iterator, context):
+        if not self.open_streams.take():
+            return self._fail(context, "DecodeStream", RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.open_streams.limit} streams are open, the server's limit "
+                "(--max-streams); close one or retry later"))
+        try:
+            yield from self._stream(request_iterator, context)
+        finally:
+            self.open_streams.give()
+
+    def _stream(self, request_iterator, context):
         experiments: dict[str, _StreamState] = {}  # Round messages: one experiment each
         blocks: dict[str, _StreamState] = {}  # RoundBlock messages: many experiments each
         for request in request_iterator:
@@ -143,6 +207,17 @@ class DecoderService(pb2_grpc.DecoderServicer):
             if results or block_results:
                 self.metrics.request_seconds.labels("DecodeStream", "").observe(time.perf_counter() - start)
                 yield pb2.StreamResponse(results=results, blocks=block_results)
+        unfinished = [pb2.ExperimentResult(experiment_id=key, error=self._cut_short("experiment", key, state))
+                      for key, state in experiments.items()]
+        unfinished_blocks = [pb2.BlockResult(block_id=key, error=self._cut_short("block", key, state))
+                             for key, state in blocks.items()]
+        if unfinished or unfinished_blocks:
+            yield pb2.StreamResponse(results=unfinished, blocks=unfinished_blocks)
+
+    @staticmethod
+    def _cut_short(what: str, key: str, state: _StreamState) -> str:
+        return (f"the stream ended after {len(state.rounds)} of {len(state.model.detectors_per_round)} rounds of "
+                f"{what} {quoted(key)}: no answer (mark its final round with last=true)")
 
     def _add_round(self, pending: dict, finished: dict, what: str, key: str, model_name: str, experiments: int,
                    events: bytes, last: bool) -> str:
@@ -158,25 +233,28 @@ class DecoderService(pb2_grpc.DecoderServicer):
             return f"{what}_id must be non-empty"
         if key not in pending:
             if model_name not in self.models:
-                return f"unknown model {model_name!r} on the first round of {what} {key!r}"
+                return f"unknown model {quoted(model_name)} on the first round of {what} {quoted(key)}"
             if not self.models[model_name].detectors_per_round:
                 return f"model {model_name!r} does not support streaming"
             if not 1 <= experiments <= self.max_shots:
-                return f"{what} {key!r} must hold 1 to {self.max_shots} experiments, got {experiments}"
+                return f"{what} {quoted(key)} must hold 1 to {self.max_shots} experiments, got {experiments}"
             pending[key] = _StreamState(self.models[model_name], experiments)
         state = pending[key]
         index, expected = len(state.rounds), state.model.detectors_per_round
         if index >= len(expected):
-            return f"{what} {key!r} has only {len(expected)} rounds"
+            return f"{what} {quoted(key)} has only {len(expected)} rounds"
         width = (expected[index] + 7) // 8
         if len(events) != state.experiments * width:
-            return (f"round {index} of {what} {key!r} has {expected[index]} detectors per experiment: expected "
+            return (f"round {index} of {what} {quoted(key)} has {expected[index]} detectors per experiment: expected "
                     f"{state.experiments} x {width} bytes, got {len(events)}")
         packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
+        if spare_bits_set(packed, expected[index]):
+            return f"round {index} of {what} {quoted(key)}: padding bits past detector {expected[index]} must be zero"
         state.rounds.append(unpack_bits(packed, expected[index]))
         if last:
             if index + 1 != len(expected):
-                return f"{what} {key!r} ended after {index + 1} rounds; model {state.model.name!r} needs {len(expected)}"
+                return (f"{what} {quoted(key)} ended after {index + 1} rounds; model {state.model.name!r} needs "
+                        f"{len(expected)}")
             finished.setdefault(state.model.name, []).append((key, np.concatenate(state.rounds, axis=1)))
             del pending[key]
         return ""
@@ -197,10 +275,10 @@ class DecoderService(pb2_grpc.DecoderServicer):
                 offset += len(bits)
 
     def ListModels(self, request, context):
-        return pb2.ListModelsResponse(models=[model_info(m, pb2) for m in self.models.values()])
+        return pb2.ListModelsResponse(models=[model_info(m, pb2, self.max_shots) for m in self.models.values()])
 
     def GetModelInfo(self, request, context):
         try:
-            return model_info(self._model(request.model), pb2)
+            return model_info(self._model(request.model), pb2, self.max_shots)
         except RequestError as error:
             return self._fail(context, "GetModelInfo", error)

@@ -32,7 +32,7 @@ class SlowDecoder(Decoder):
         self.num_detectors, self.num_observables = self.inner.num_detectors, self.inner.num_observables
         self.seconds = seconds
 
-    def decode_batch_with_info(self, events):
+    def decode_chunk(self, events):
         time.sleep(self.seconds)
         return self.inner.decode_batch_with_info(events)
 
@@ -78,6 +78,17 @@ def test_decode_equals_in_process_matching(client, shots):
     flips, stages, seconds = client.decode(MODEL, events)
     assert np.array_equal(flips, MatchingDecoder.from_spec(SPEC).decode_batch(events))
     assert (stages == Stage.MATCHING).all() and seconds > 0
+
+
+def test_correlated_twin_is_served_and_equals_in_process(client, shots):
+    events, _ = shots
+    twin = matching_model_name(SPEC, correlated=True)
+    assert twin == "matching-correlated-d5-r5-p0.003-z-depolarizing"
+    info = client.model_info(twin)
+    assert (info.kind, info.decoder) == ("matching", "matching-correlated")
+    flips, _, _ = client.decode(twin, events)
+    assert np.array_equal(flips, MatchingDecoder.from_spec(SPEC, correlations=True).decode_batch(events))
+    assert not np.array_equal(flips, client.decode(MODEL, events)[0])  # a different decoder answered
 
 
 def test_transformer_bundle_served_with_stage_per_shot(client, transformer_bundle):

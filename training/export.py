@@ -11,6 +11,7 @@ import torch
 from decoder.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Bundle
 from decoder.errors import NqecError
 from decoder.layout import Layout
+from decoder.matching import MATCHING_MODES
 from decoder.spec import CodeSpec
 from training.loop import load_checkpoint
 
@@ -36,12 +37,17 @@ def build_network(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec]:
 
 
 def manifest_section(checkpoint: dict) -> dict:
-    """The kind-specific part of the manifest: what a pipeline needs besides the network."""
+    """The kind-specific part of the manifest: what a pipeline needs besides the network.
+
+    ``matching`` is the residual/fallback matching mode the thresholds were calibrated with
+    (training calibrates with uncorrelated matching)."""
     if checkpoint["kind"] == "predecoder":
         return {"directions": checkpoint["directions"], "window": checkpoint["architecture"]["window"],
                 "threshold": checkpoint["threshold"], "require_lit": True,
-                "isolated_only": checkpoint.get("isolated_only", False), "architecture": checkpoint["architecture"]}
-    return {"architecture": checkpoint["architecture"], "fallback_threshold": checkpoint["fallback_threshold"]}
+                "isolated_only": checkpoint.get("isolated_only", False), "architecture": checkpoint["architecture"],
+                "matching": MATCHING_MODES[0]}
+    return {"architecture": checkpoint["architecture"], "fallback_threshold": checkpoint["fallback_threshold"],
+            "matching": MATCHING_MODES[0]}
 
 
 def example_input(kind: str, spec: CodeSpec, section: dict) -> tuple[torch.Tensor, dict]:

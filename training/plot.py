@@ -29,8 +29,13 @@ def load_results(paths: list[str]) -> list[dict]:
     return records
 
 
+# baseline key prefix in evaluation records -> label and line style of its curve
+BASELINE_CURVES = {"baseline_": ("matching", ":"), "correlated_": ("correlated matching", "--")}
+
+
 def plot_ler(records: list[dict], out: str) -> None:
-    """Draw one line per (decoder, distance): LER per shot vs p, log-log, with interval bars."""
+    """Draw one line per (decoder, distance): LER per shot vs p, log-log, with interval bars, and
+    both PyMatching baselines decoded on the same shots (dotted: uncorrelated, dashed: correlated)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +52,12 @@ def plot_ler(records: list[dict], out: str) -> None:
         ler = np.array([r["ler"] for r in group])
         lo = np.array([r["ler_ci"][0] for r in group])
         hi = np.array([r["ler_ci"][1] for r in group])
-        ax.errorbar(p, ler, yerr=[ler - lo, hi - ler], marker="o", capsize=3, label=f"{label} d={distance}")
+        line = ax.errorbar(p, ler, yerr=[ler - lo, hi - ler], marker="o", capsize=3, label=f"{label} d={distance}")
+        color = line.lines[0].get_color()
+        for prefix, (name, style) in BASELINE_CURVES.items():
+            if all(f"{prefix}ler" in r for r in group) and not label.startswith(name):
+                ax.plot(p, [r[f"{prefix}ler"] for r in group], style, color=color, alpha=0.7,
+                        label=f"{name} d={distance} (same shots)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("physical error rate p")
