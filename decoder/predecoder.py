@@ -90,7 +90,7 @@ class PreDecoderPipeline(Decoder):
     """
 
     name = "predecoder+matching"
-    chunk_shots = 4096  # shots per network call: bounds memory at large distances
+    CHUNK_CELLS = 1 << 20  # (round, y, x) cells per network call: bounds activation memory at any distance
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
                  threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False,
@@ -99,6 +99,8 @@ class PreDecoderPipeline(Decoder):
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
         self.spec = spec
         self.geometry = PreDecoderGeometry(spec, directions)
+        rounds, _, height, width = self.geometry.logit_shape
+        self.chunk_shots = int(np.clip(self.CHUNK_CELLS // (rounds * height * width), 64, 4096))
         self.runner = runner
         self.window = window
         self.logit_threshold = probability_logit(threshold)

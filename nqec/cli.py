@@ -278,6 +278,16 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from server.soak import soak
+    from training.report import command_line
+
+    result, table = soak(args.seconds, args.clients, args.seed)
+    result["command"] = command_line()
+    _emit(table, result, args.json)
+    return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 else 1
+
+
 def _print_estimate(estimate: dict) -> None:
     from rich.table import Table
 
@@ -575,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
     server_bench.add_argument("--seed", type=int, default=0)
     server_bench.add_argument("--json", default=None)
     server_bench.set_defaults(func=cmd_bench_server)
+    soak_bench = benches.add_parser("soak", help="mixed traffic from several client processes; checks every answer")
+    soak_bench.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
+    soak_bench.add_argument("--clients", type=_positive_int, default=4, help="client processes")
+    soak_bench.add_argument("--seed", type=int, default=0)
+    soak_bench.add_argument("--json", default=None)
+    soak_bench.set_defaults(func=cmd_bench_soak)
     return parser
 
 

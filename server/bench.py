@@ -37,15 +37,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(timeout: float = 120.0):
-    """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``host:port``."""
+def local_server(timeout: float = 120.0, extra_args: tuple[str, ...] = ()):
+    """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``(host:port, process)``."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", str(port), "--metrics-port",
-                                str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", str(port), *extra_args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = f"127.0.0.1:{port}"
     try:
         wait_until_serving(target, timeout, process)
-        yield target
+        yield target, process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -163,7 +163,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
                  seed: int = 0, shots: int = 65_536) -> tuple[dict, Table]:
     """Measure unary latency, sustained and streaming throughput, and in-process baselines."""
     events, _ = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True, bit_packed=True)
-    with (contextlib.nullcontext(target) if target else local_server()) as address:
+    with (contextlib.nullcontext((target, None)) if target else local_server()) as (address, _):
         client = DecoderClient([address])
         info = client.model_info(model)
         decoder = build_decoder(info.decoder, spec) if info.kind == "matching" else Bundle.load(model).decoder(spec)

@@ -49,7 +49,8 @@ class ServedModel:
         return (self.decoder.num_observables + 7) // 8
 
 
-def _detectors_per_round(spec: CodeSpec) -> list[int]:
+def detectors_per_round(spec: CodeSpec) -> list[int]:
+    """Detectors of each time slice, in order (empty when detectors are not in round order)."""
     layout = Layout.from_circuit(spec.circuit())
     if np.any(np.diff(layout.t_index) < 0):
         return []  # detectors are not in round order: streaming is not offered for this model
@@ -66,12 +67,12 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
     for bundle in bundles:
         decoder = bundle.decoder()
         models[bundle.name] = ServedModel(bundle.name, bundle.kind, decoder.name, bundle.spec, decoder,
-                                          _detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
+                                          detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
     for spec in {*matching_specs, *(b.spec for b in bundles)}:
         for correlated in (False, True):
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
             name = matching_model_name(spec, correlated)
-            models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, _detectors_per_round(spec), {})
+            models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, detectors_per_round(spec), {})
     log.info("serving %d models", len(models))
     return models
 

@@ -278,3 +278,13 @@ def test_reflection_v1_and_v1alpha(running):
                                            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
             response = next(iter(method(iter([request]), timeout=5)))
             assert "nqec.v1.Decoder" in {s.name for s in response.list_services_response.service}
+
+
+def test_short_soak_finds_no_wrong_answers_and_no_dead_models(tmp_path):
+    out = tmp_path / "soak.json"
+    assert main(["bench", "soak", "--seconds", "6", "--clients", "2", "--json", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["wrong_answers"] == 0 and result["dead_models"] == 0 and result["calls"] > 10
+    assert result["status_codes"].get("OK", 0) > 0 and result["rss_end_mb"] > 0

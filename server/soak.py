@@ -1,0 +1,197 @@
+"""`nqec bench soak`: mixed traffic from several client processes against a loopback server.
+
+Unary and streamed decodes of every kind of model, requests cancelled mid-flight, deadlines
+too short to meet and oversized neural batches, all at once; every answer is checked against
+in-process decoding of the same shots. Afterwards every model must still answer correctly and
+report SERVING. Load goes to 127.0.0.1 only and stops by itself after ``seconds``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+import platform
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.table import Table
+
+from decoder.bundle import Bundle
+from decoder.events import pack_bits, unpack_bits
+from decoder.registry import build_decoder
+from decoder.spec import CodeSpec
+from server.bench import local_server
+from server.client import DecoderClient
+from server.generated import decoder_pb2 as pb2
+from server.models import detectors_per_round, matching_model_name
+
+MATCHING_SPEC = CodeSpec(5, 5, 0.003)
+SHOTS_PER_MODEL = 4096
+TRAFFIC = ("unary", "short_deadline", "cancelled", "stream_block", "large_neural")
+
+
+@dataclasses.dataclass
+class Reference:
+    """Shots of one served model and the in-process answers they must get."""
+
+    model: str
+    events: np.ndarray  # bit-packed [shots, bytes]
+    expected: np.ndarray  # bool [shots, observables]
+    detectors_per_round: list[int]
+    neural: bool
+
+
+def references() -> list[Reference]:
+    """Matching in both modes at d=5 and every shipped bundle at its own spec."""
+    jobs = [(matching_model_name(MATCHING_SPEC), MATCHING_SPEC, build_decoder("matching", MATCHING_SPEC), False),
+            (matching_model_name(MATCHING_SPEC, True), MATCHING_SPEC,
+             build_decoder("matching-correlated", MATCHING_SPEC), False)]
+    for name in ("transformer-d3", "predecoder-fpga"):
+        bundle = Bundle.load(name)
+        jobs.append((name, bundle.spec, bundle.decoder(), True))
+    refs = []
+    for seed, (model, spec, decoder, neural) in enumerate(jobs):
+        events = spec.circuit().compile_detector_sampler(seed=seed).sample(SHOTS_PER_MODEL, bit_packed=True)
+        refs.append(Reference(model, events, decoder.decode_batch(events), detectors_per_round(spec), neural))
+    return refs
+
+
+def _block_requests(ref: Reference, rows: slice, block_id: str):
+    bits = unpack_bits(ref.events[rows], sum(ref.detectors_per_round))
+    bounds = np.cumsum([0, *ref.detectors_per_round])
+    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        yield pb2.StreamRequest(blocks=[pb2.RoundBlock(
+            block_id=block_id, model=ref.model if index == 0 else "", num_experiments=rows.stop - rows.start,
+            events=pack_bits(bits[:, lo:hi]).tobytes(), last=index == len(bounds) - 2)])
+
+
+def _client_loop(target: str, refs: list[Reference], seconds: float, seed: int, queue) -> None:
+    """One client process: random traffic until ``seconds`` pass; puts its tallies on ``queue``."""
+    rng = np.random.default_rng(seed)
+    client = DecoderClient([target])
+    codes: collections.Counter = collections.Counter()
+    wrong = calls = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        kind = TRAFFIC[rng.integers(len(TRAFFIC))]
+        ref = refs[rng.integers(len(refs))]
+        if kind == "large_neural":
+            ref = next(r for r in refs if r.neural)
+        size = {"large_neural": SHOTS_PER_MODEL, "stream_block": 64}.get(kind, int(rng.integers(1, 257)))
+        start = int(rng.integers(0, SHOTS_PER_MODEL - size + 1))
+        rows = slice(start, start + size)
+        calls += 1
+        try:
+            if kind == "stream_block":
+                responses = client.stub().DecodeStream(_block_requests(ref, rows, f"b{calls}"), timeout=10)
+                (block,) = [b for response in responses for b in response.blocks]
+                if block.error:
+                    codes[f"stream error: {block.error[:40]}"] += 1
+                    continue
+                packed = np.frombuffer(block.observable_flips, np.uint8).reshape(size, -1)
+                flips = unpack_bits(packed, ref.expected.shape[1])
+            elif kind == "cancelled":
+                request = pb2.DecodeRequest(model=ref.model, detection_events=ref.events[rows].tobytes(), num_shots=size)
+                future = client.stub().Decode.future(request, timeout=10)
+                time.sleep(float(rng.uniform(0, 0.002)))
+                future.cancel()
+                codes["CANCELLED (by the client)"] += 1
+                continue
+            else:
+                timeout = {"short_deadline": float(rng.uniform(0.0005, 0.005)), "large_neural": 0.3}.get(kind, 10.0)
+                flips, _, _ = client.decode(ref.model, ref.events[rows], timeout=timeout)
+            codes["OK"] += 1
+            wrong += int(np.any(flips != ref.expected[rows], axis=1).sum())
+        except grpc.RpcError as exc:
+            codes[exc.code().name] += 1
+    client.close()
+    queue.put({"codes": dict(codes), "wrong": wrong, "calls": calls})
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _p99_ms(client: DecoderClient, ref: Reference, seconds: float) -> float:
+    samples = []
+    end = time.monotonic() + seconds
+    index = 0
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        try:
+            client.decode(ref.model, ref.events[index % SHOTS_PER_MODEL:][:1], timeout=5)
+        except grpc.RpcError:
+            pass  # counted by the clients' tallies; a probe only times
+        samples.append(time.perf_counter() - start)
+        index += 1
+    return float(np.percentile(np.array(samples) * 1e3, 99))
+
+
+def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> list[str]:
+    """Models that, after the load, fail to answer 64 shots correctly or do not report SERVING."""
+    dead = []
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for ref in refs:
+            try:
+                flips, _, _ = client.decode(ref.model, ref.events[:64], timeout=10)
+                status = health.Check(health_pb2.HealthCheckRequest(service=ref.model), timeout=5).status
+                if not np.array_equal(flips, ref.expected[:64]) or status != health_pb2.HealthCheckResponse.SERVING:
+                    dead.append(ref.model)
+            except grpc.RpcError:
+                dead.append(ref.model)
+    return dead
+
+
+def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
+    """Run the soak against a fresh loopback server; returns the JSON-ready result and a table."""
+    refs = references()
+    context = multiprocessing.get_context("spawn")
+    with local_server() as (target, process):
+        probe = DecoderClient([target])
+        for ref in refs:  # warm every model up before measuring memory
+            probe.decode(ref.model, ref.events[:SHOTS_PER_MODEL])
+        rss_start = _rss_mb(process.pid)
+        p99_before = _p99_ms(probe, refs[0], min(2.0, seconds / 4))
+        queue = context.Queue()
+        workers = [context.Process(target=_client_loop, args=(target, refs, seconds, seed + i, queue))
+                   for i in range(clients)]
+        for worker in workers:
+            worker.start()
+        time.sleep(min(2.0, seconds / 4))  # client processes start up
+        p99_during = _p99_ms(probe, refs[0], max(1.0, seconds / 2))
+        tallies = [queue.get(timeout=seconds + 120) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+        dead = _dead_models(target, probe, refs)
+        rss_end = _rss_mb(process.pid)
+        probe.close()
+    codes: collections.Counter = collections.Counter()
+    for tally in tallies:
+        codes.update(tally["codes"])
+    result = {
+        "seconds": seconds, "clients": clients, "seed": seed, "models": [r.model for r in refs],
+        "calls": sum(t["calls"] for t in tallies), "wrong_answers": sum(t["wrong"] for t in tallies),
+        "dead_models": len(dead), "dead_model_names": dead, "status_codes": dict(codes),
+        "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start,
+        "matching_d5_p99_before_ms": p99_before, "matching_d5_p99_during_ms": p99_during,
+        "machine": f"{platform.node()} ({platform.machine()})",
+    }
+    table = Table(title=f"nqec bench soak: {seconds:g} s, {clients} client processes, server on 127.0.0.1")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in (("calls", f"{result['calls']:,}"), ("wrong answers", str(result["wrong_answers"])),
+                         ("dead models after the load", str(result["dead_models"])),
+                         ("server RSS start -> end (MB)", f"{rss_start:,.0f} -> {rss_end:,.0f}"),
+                         ("matching-d5 single-shot p99 before / during (ms)", f"{p99_before:.2f} / {p99_during:.2f}")):
+        table.add_row(label, value)
+    for code, count in sorted(codes.items(), key=lambda item: -item[1]):
+        table.add_row(f"status {code}", f"{count:,}")
+    return result, table
