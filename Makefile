@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FPGA_MODEL ?= predecoder-fpga
 FPGA_DIR ?= out/fpga/$(FPGA_MODEL)
 
-.PHONY: test demo install clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report
+.PHONY: test demo install reference clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report
 
 $(STAMP): pyproject.toml setup.py proto/decoder.proto
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+reference: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[reference]'
 
 demo: $(STAMP)
 	$(BIN)/nqec demo
