@@ -23,6 +23,7 @@ from decoder.spec import CodeSpec
 
 FORMAT_VERSION = 1
 KINDS = ("predecoder", "transformer")
+PIPELINES = {"predecoder": ("predecoder+matching", "guided-matching"), "transformer": ("transformer",)}
 SECTION_KEYS = {"predecoder": {"directions", "window", "threshold", "require_lit", "isolated_only"},
                 "transformer": {"architecture", "fallback_threshold"}}
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
@@ -146,10 +147,13 @@ class Bundle:
         the manifest's ``matching`` (the one that measured better), uncorrelated in older bundles."""
         return self.manifest[self.kind].get("matching", "uncorrelated")
 
-    def decoder(self, spec: CodeSpec | None = None, *, out_of_range: str = "error", matching: str | None = None,
-                runner=None):
+    def decoder(self, spec: CodeSpec | None = None, *, pipeline: str | None = None, out_of_range: str = "error",
+                matching: str | None = None, runner=None):
         """The pipeline this bundle defines, for ``spec`` (default: the bundle's own).
 
+        ``pipeline``: a pre-decoder serves ``predecoder+matching`` (default, hard commits) and
+        ``guided-matching`` (its edge posteriors as per-shot matching weights, mixed as the
+        manifest's ``guided`` section says); a transformer serves ``transformer``.
         ``matching`` picks the residual/fallback matching mode (default :attr:`matching_mode`);
         ``runner`` replaces the ONNX network (e.g. the FPGA's fixed-point emulation).
         A transformer is tied to its spec's geometry: for another spec, ``out_of_range="error"``
@@ -158,19 +162,31 @@ class Bundle:
         from decoder.matching import correlations_of
 
         spec = spec or self.spec
+        pipeline = pipeline or PIPELINES[self.kind][0]
+        if pipeline not in PIPELINES[self.kind]:
+            raise NqecError(f"model {self.name!r} is a {self.kind} model: it serves {', '.join(PIPELINES[self.kind])}, "
+                            f"not {pipeline!r}")
         correlations = correlations_of(matching or self.matching_mode)
         runner = runner or self.run
         section = self.manifest[self.kind]
         if self.kind == "predecoder":
-            from decoder.predecoder import PreDecoderPipeline
-
             if spec.basis != self.spec.basis:
                 raise NqecError(f"model {self.name!r} was trained for the {self.spec.basis.upper()} basis, "
                                 f"got a {spec.basis.upper()}-basis spec")
-            return PreDecoderPipeline(spec, runner, tuple(tuple(d) for d in section["directions"]),
-                                      window=section["window"], threshold=section["threshold"],
-                                      require_lit=section["require_lit"], isolated_only=section["isolated_only"],
-                                      correlations=correlations)
+            directions = tuple(tuple(d) for d in section["directions"])
+            if pipeline == "guided-matching":
+                from decoder.guided import GuidedMatchingPipeline
+
+                if matching == "correlated":
+                    raise NqecError("guided-matching has no correlated mode: its weights already carry the network's "
+                                    "view of correlated errors; drop --matching correlated")
+                return GuidedMatchingPipeline(spec, runner, directions, window=section["window"],
+                                              **section.get("guided", {}))
+            from decoder.predecoder import PreDecoderPipeline
+
+            return PreDecoderPipeline(spec, runner, directions, window=section["window"],
+                                      threshold=section["threshold"], require_lit=section["require_lit"],
+                                      isolated_only=section["isolated_only"], correlations=correlations)
         from decoder.transformer import TransformerPipeline
 
         if out_of_range == "error" and not spec.same_geometry(self.spec):

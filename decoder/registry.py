@@ -14,7 +14,7 @@ from decoder.spec import CodeSpec
 
 # decoder name -> the bundle kind it runs (None: no model)
 DECODER_KINDS = {"matching": None, "matching-correlated": None, "predecoder+matching": "predecoder",
-                 "transformer": "transformer"}
+                 "guided-matching": "predecoder", "transformer": "transformer"}
 DEFAULT_MODELS = {"predecoder": "predecoder-d5", "transformer": "transformer-d{distance}"}
 
 
@@ -54,4 +54,4 @@ def build_decoder(name: str, spec: CodeSpec, model: str | None = None, *, matchi
     bundle = Bundle.load(model or DEFAULT_MODELS[kind].format(distance=spec.distance))
     if bundle.kind != kind:
         raise NqecError(f"model {bundle.name!r} is a {bundle.kind} model; decoder {name!r} needs a {kind} model")
-    return bundle.decoder(spec, matching=matching)
+    return bundle.decoder(spec, pipeline=name, matching=matching)

@@ -103,13 +103,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on shipped defaults: every shipped neural bundle at its own spec, next to matching."""
-    from decoder.bundle import Bundle, shipped_models
-    from decoder.registry import DECODER_KINDS
+    """The main job on shipped defaults: every shipped neural bundle in each of its pipelines at its
+    own spec, next to both PyMatching modes."""
+    from decoder.bundle import PIPELINES, Bundle, shipped_models
     from decoder.spec import CodeSpec
 
-    pipeline_for_kind = {kind: name for name, kind in DECODER_KINDS.items() if kind}
-    jobs = [([Bundle.load(name).spec], pipeline_for_kind[Bundle.load(name).kind], name) for name in shipped_models()]
+    bundles = [Bundle.load(name) for name in shipped_models()]
+    jobs = [([bundle.spec], pipeline, bundle.name) for bundle in bundles for pipeline in PIPELINES[bundle.kind]]
     if not jobs:  # no trained models shipped: the matching pipeline end to end
         jobs = [([CodeSpec(5, 5, 0.003)], "matching", None)]
     _evaluate_and_report(jobs, args.shots, args.seed, True, args.json)
@@ -164,6 +164,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         bundle = export_bundle(checkpoint, args.out)
         print(f"wrote bundle {bundle.path} ({bundle.manifest['parameters']:,} parameters)")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from decoder.bundle import Bundle
+    from training.calibrate import calibrate_guided
+    from training.evaluate import sweep_specs
+    from training.export import update_manifest
+    from training.report import command_line
+
+    bundle = Bundle.load(args.model)
+    (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
+    result = calibrate_guided(bundle, spec, args.shots, args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"guided-matching calibration of {bundle.name} on {args.shots:,} held-out shots "
+                        f"({spec.label()}); mix 0 = plain matching")
+    for column in ("mix", "temperature", "logical errors"):
+        table.add_column(column, justify="right")
+    for row in result["table"]:
+        table.add_row(f"{row['mix']:g}", f"{row['temperature']:g}", str(row["errors"]))
+    _emit(table, result, args.json)
+    print(f"best: mix {result['mix']:g}, temperature {result['temperature']:g}")
+    if args.write:
+        update_manifest(bundle.path, lambda manifest: manifest["predecoder"].update(
+            guided={"mix": result["mix"], "temperature": result["temperature"]},
+            guided_calibration=result))
+        print(f"wrote the mix into {bundle.path / 'manifest.json'}")
     return 0
 
 
@@ -484,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--table-tempering", type=float, default=0.5,
                              help="draw table syndromes with probability count**T (loss-weighted back to the data)")
         sub.set_defaults(func=cmd_train)
+
+    calibrate = commands.add_parser("calibrate", help="calibrate guided matching's mix of network and prior")
+    calibrate.add_argument("--model", default="predecoder-d5", help="a pre-decoder bundle (name or path)")
+    _add_experiment_args(calibrate, sweep=False)
+    calibrate.add_argument("--shots", type=_positive_int, default=40_000, help="held-out shots")
+    calibrate.add_argument("--seed", type=int, default=424242)
+    calibrate.add_argument("--write", action="store_true", help="store the best mix in the bundle's manifest")
+    calibrate.add_argument("--json", default=None)
+    calibrate.set_defaults(func=cmd_calibrate)
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint")

@@ -1,4 +1,7 @@
-"""The models a server offers: neural bundles and, per supported spec, matching in both modes."""
+"""The models a server offers: neural bundles and, per supported spec, matching in both modes.
+
+A pre-decoder bundle is served twice: by its name (``predecoder+matching``, hard commits) and
+as ``{name}-guided`` (``guided-matching``)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decoder.bundle import MANIFEST, Bundle, shipped_models
+from decoder.bundle import MANIFEST, PIPELINES, Bundle, shipped_models
 from decoder.interface import Decoder
 from decoder.layout import Layout
 from decoder.matching import MatchingDecoder
@@ -65,9 +68,11 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
         bundles += [Bundle.load(path.parent) for path in sorted(Path(models_dir).glob(f"*/{MANIFEST}"))]
     models: dict[str, ServedModel] = {}
     for bundle in bundles:
-        decoder = bundle.decoder()
-        models[bundle.name] = ServedModel(bundle.name, bundle.kind, decoder.name, bundle.spec, decoder,
-                                          detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
+        for pipeline in PIPELINES[bundle.kind]:
+            decoder = bundle.decoder(pipeline=pipeline)
+            name = bundle.name if pipeline == PIPELINES[bundle.kind][0] else f"{bundle.name}-{pipeline.split('-')[0]}"
+            models[name] = ServedModel(name, bundle.kind, decoder.name, bundle.spec, decoder,
+                                       detectors_per_round(bundle.spec), bundle.manifest.get("metrics", {}))
     for spec in {*matching_specs, *(b.spec for b in bundles)}:
         for correlated in (False, True):
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)

@@ -109,8 +109,12 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
 
 def record_metrics(bundle_dir: str | Path, key: str, value: object) -> None:
     """Store a measured result (evaluation, benchmark) under ``metrics[key]`` in a bundle's manifest."""
+    update_manifest(bundle_dir, lambda manifest: manifest.setdefault("metrics", {}).__setitem__(key, value))
+
+
+def update_manifest(bundle_dir: str | Path, change) -> None:
+    """Apply ``change(manifest_dict)`` to a bundle's manifest and write it back."""
     path = Path(bundle_dir) / MANIFEST
     manifest = json.loads(path.read_text())
-    manifest.setdefault("metrics", {})[key] = value
+    change(manifest)
     path.write_text(json.dumps(manifest, indent=1) + "\n")
-

@@ -1,0 +1,57 @@
+"""Guided matching: per-shot weights on a graph built once, from real networks and an oracle."""
+
+import numpy as np
+import pymatching
+import pytest
+
+from decoder import CodeSpec, NqecError
+from decoder.bundle import Bundle
+from decoder.guided import GuidedMatchingPipeline, WeightedMatcher, prior_logits
+from decoder.predecoder import PreDecoderGeometry
+from decoder.registry import build_decoder
+from training.calibrate import calibrate_guided
+
+
+@pytest.mark.parametrize("d", [3, 5])
+def test_prior_weights_reproduce_pymatching_exactly(d):
+    """With the DEM's own weights the weighted matcher is plain matching, shot for shot."""
+    spec = CodeSpec(d, d, 0.005)
+    geometry = PreDecoderGeometry(spec)
+    prior = prior_logits(spec.dem(), geometry.edges)
+    events, _ = spec.circuit().compile_detector_sampler(seed=4).sample(5000, separate_observables=True)
+    ours = WeightedMatcher(geometry.edges, -prior).decode(events, np.tile(-prior, (len(events), 1)))
+    direct = pymatching.Matching.from_detector_error_model(spec.dem()).decode_batch(events).astype(bool)
+    assert np.array_equal(ours, direct)
+
+
+def test_an_oracle_network_guides_matching_far_below_matching():
+    spec = CodeSpec(5, 5, 0.006)
+    geometry = PreDecoderGeometry(spec)
+    events, obs, errors = spec.dem().compile_sampler(seed=3).sample(3000, return_errors=True)
+    targets = geometry.targets(geometry.edges.labels(errors))
+    pipeline = GuidedMatchingPipeline(spec, lambda windows: targets * 8 - 4, geometry.directions, window=3, mix=0.5)
+    pipeline.chunk_shots = len(events)  # the oracle knows this one batch
+    guided_errors = np.any(pipeline.decode_batch(events) != obs, axis=1).sum()
+    matching_errors = np.any(build_decoder("matching", spec).decode_batch(events) != obs, axis=1).sum()
+    assert guided_errors < matching_errors / 3
+
+
+def test_guided_matching_is_a_decoder_name_for_predecoder_bundles():
+    spec = CodeSpec(5, 5, 0.003)
+    decoder = build_decoder("guided-matching", spec, "predecoder-fpga")
+    assert decoder.name == "guided-matching"
+    events, _ = spec.circuit().compile_detector_sampler(seed=1).sample(200, separate_observables=True)
+    assert decoder.decode_batch(events).shape == (200, 1)
+    with pytest.raises(NqecError, match="transformer model: it serves transformer, not 'guided-matching'"):
+        Bundle.load("transformer-d3").decoder(pipeline="guided-matching")
+    with pytest.raises(NqecError, match="guided-matching has no correlated mode"):
+        build_decoder("guided-matching", spec, "predecoder-fpga", matching="correlated")
+
+
+def test_calibration_includes_plain_matching_and_picks_the_fewest_errors():
+    result = calibrate_guided(Bundle.load("predecoder-fpga"), CodeSpec(5, 5, 0.004), shots=3000, seed=9)
+    plain = result["table"][0]
+    assert (plain["mix"], plain["errors"]) == (0.0, result["matching_errors"])
+    best = min(row["errors"] for row in result["table"])
+    assert any(row["errors"] == best and (row["mix"], row["temperature"]) == (result["mix"], result["temperature"])
+               for row in result["table"])
