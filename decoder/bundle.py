@@ -177,11 +177,10 @@ class Bundle:
             if pipeline == "guided-matching":
                 from decoder.guided import GuidedMatchingPipeline
 
-                if matching == "correlated":
-                    raise NqecError("guided-matching has no correlated mode: its weights already carry the network's "
-                                    "view of correlated errors; drop --matching correlated")
+                guided = dict(section.get("guided", {}))
+                mode = matching or guided.pop("matching", "uncorrelated")
                 return GuidedMatchingPipeline(spec, runner, directions, window=section["window"],
-                                              **section.get("guided", {}))
+                                              correlations=correlations_of(mode), **guided)
             from decoder.predecoder import PreDecoderPipeline
 
             return PreDecoderPipeline(spec, runner, directions, window=section["window"],

@@ -5,6 +5,11 @@ the weight ``-(1 - mix) * prior_logit - mix * network_logit / temperature`` (log
 prior mixed with the network's posterior, clipped at 0), and minimum-weight perfect matching
 decodes the shot on the reweighted graph. Per-shot weights are handed to fusion-blossom's
 solver as dynamic weights, so the matching graph is built once, never per shot.
+
+With ``correlated`` matching a second pass follows, as in PyMatching's correlated mode: every
+edge that shares a DEM error mechanism with an edge of the first matching (the X and Z halves
+of a Y error, say) gets the weight of its conditional probability given that edge, if lower,
+and the shot is matched again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,20 @@ from decoder.spec import CodeSpec
 
 WEIGHT_SCALE = 1000  # fusion-blossom weights are even integers: log-odds x 1000, rounded to even
 MAX_WEIGHT = 30.0  # log-odds ceiling (an edge the network rules out still stays usable)
+
+
+def conditional_weights(dem, edges: EdgeTable) -> scipy.sparse.csr_matrix:
+    """``[E, E]``: entry (e, f) is ``-logit P(f | e)`` for edges that share a DEM error mechanism
+    (to first order in the mechanisms' probabilities); absent where they share none."""
+    probabilities = np.array([inst.args_copy()[0] for inst in dem.flattened() if inst.type == "error"])
+    membership = edges.mechanism_edges.astype(np.float64)  # [mechanisms, E]
+    edge_probability = membership.T @ probabilities
+    joint = (membership.T @ scipy.sparse.diags(probabilities) @ membership).tocoo()
+    keep = joint.row != joint.col
+    rows, cols = joint.row[keep], joint.col[keep]
+    conditional = np.clip(joint.data[keep] / edge_probability[rows], 1e-12, 0.5)
+    return scipy.sparse.csr_matrix((-np.log(conditional / (1 - conditional)), (rows, cols)),
+                                   shape=(edges.num_edges, edges.num_edges))
 
 
 def prior_logits(dem, edges: EdgeTable) -> np.ndarray:
@@ -47,7 +66,7 @@ class WeightedMatcher:
         [[False], [False]]
     """
 
-    def __init__(self, edges: EdgeTable, weights: np.ndarray):
+    def __init__(self, edges: EdgeTable, weights: np.ndarray, correlations: scipy.sparse.csr_matrix | None = None):
         import fusion_blossom
 
         self._fb = fusion_blossom
@@ -60,6 +79,10 @@ class WeightedMatcher:
         self.solver = fusion_blossom.SolverSerial(initializer)
         self.edge_observables = edges.observables.astype(np.uint8)
         self.detector_edges = scipy.sparse.csr_matrix(edges.incidence.T)  # [N, E]
+        self.correlations = None
+        if correlations is not None:
+            self.correlations = correlations.copy()
+            self.correlations.data = self.to_int(correlations.data[None, :])[0]
 
     @staticmethod
     def to_int(weights: np.ndarray) -> np.ndarray:
@@ -69,33 +92,47 @@ class WeightedMatcher:
     def decode(self, events: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``bool [S, N]`` events and float ``[S, E]`` per-shot weights -> ``bool [S, O]`` observable flips.
 
-        Only the edges touching a shot's detection events take its weights; the others keep
-        the weights the graph was built with."""
+        Only the edges touching a shot's detection events take its weights (and, with
+        correlations, the edges correlated with its first matching); the others keep the
+        weights the graph was built with."""
         integer = self.to_int(weights)
         touched = (scipy.sparse.csr_matrix(events.astype(np.uint8)) @ self.detector_edges).tocsr()  # [S, E]
         flips = np.zeros((len(events), self.edge_observables.shape[1]), dtype=np.uint8)
-        solver, pattern = self.solver, self._fb.SyndromePattern
         for shot in range(len(events)):
             edges = touched.indices[touched.indptr[shot]: touched.indptr[shot + 1]]
             if len(edges) == 0:
                 continue
             defects = np.flatnonzero(events[shot]).tolist()
-            solver.solve(pattern(defects, dynamic_weights=list(zip(edges.tolist(), integer[shot, edges].tolist()))))
-            flips[shot] = self.edge_observables[solver.subgraph()].sum(axis=0)
-            solver.clear()
+            shot_weights = dict(zip(edges.tolist(), integer[shot, edges].tolist()))
+            matched = self._match(defects, shot_weights)
+            if self.correlations is not None:
+                partners = self.correlations[matched]
+                for edge, weight in zip(partners.indices.tolist(), partners.data.tolist()):
+                    if weight < shot_weights.get(edge, integer[shot, edge]):
+                        shot_weights[edge] = weight
+                matched = self._match(defects, shot_weights)
+            flips[shot] = self.edge_observables[matched].sum(axis=0)
         return (flips & 1).astype(bool)
+
+    def _match(self, defects: list[int], weights: dict[int, int]) -> list[int]:
+        """The edges of a minimum-weight matching of ``defects`` under ``weights``."""
+        self.solver.solve(self._fb.SyndromePattern(defects, dynamic_weights=list(weights.items())))
+        matched = self.solver.subgraph()
+        self.solver.clear()
+        return matched
 
 
 class GuidedMatchingPipeline(Decoder):
     """``guided-matching``: the pre-decoder's edge logits, mixed with the DEM prior, weight matching.
 
-    ``mix`` (0: the prior alone, plain matching; 1: the network alone) and ``temperature``
-    (divides the network's logits) are calibrated on held-out shots and kept in the manifest."""
+    ``mix`` (0: the prior alone, plain matching; 1: the network alone), ``temperature``
+    (divides the network's logits) and ``correlations`` (a second, correlated pass) are
+    calibrated on held-out shots and kept in the manifest."""
 
     name = "guided-matching"
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
-                 mix: float = 0.5, temperature: float = 1.0):
+                 mix: float = 0.5, temperature: float = 1.0, correlations: bool = False):
         if not 0 <= mix <= 1 or temperature <= 0:
             raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
         self.spec = spec
@@ -107,7 +144,8 @@ class GuidedMatchingPipeline(Decoder):
         self.mix = mix
         self.temperature = temperature
         self.prior = prior_logits(spec.dem(), self.geometry.edges)
-        self.matcher = WeightedMatcher(self.geometry.edges, -self.prior)
+        self.matcher = WeightedMatcher(self.geometry.edges, -self.prior,
+                                       conditional_weights(spec.dem(), self.geometry.edges) if correlations else None)
         self.num_detectors = spec.dem().num_detectors
         self.num_observables = spec.dem().num_observables
 

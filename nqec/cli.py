@@ -181,17 +181,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate_guided(bundle, spec, args.shots, args.seed)
     result["command"] = command_line()
     table = Table(title=f"guided-matching calibration of {bundle.name} on {args.shots:,} held-out shots "
-                        f"({spec.label()}); mix 0 = plain matching")
-    for column in ("mix", "temperature", "logical errors"):
+                        f"({spec.label()}); mix 0 = matching alone")
+    for column in ("matching", "mix", "temperature", "logical errors"):
         table.add_column(column, justify="right")
     for row in result["table"]:
-        table.add_row(f"{row['mix']:g}", f"{row['temperature']:g}", str(row["errors"]))
+        table.add_row(row["matching"], f"{row['mix']:g}", f"{row['temperature']:g}", str(row["errors"]))
     _emit(table, result, args.json)
-    print(f"best: mix {result['mix']:g}, temperature {result['temperature']:g}")
+    best = {key: result[key] for key in ("matching", "mix", "temperature")}
+    print(f"best: {best['matching']} matching, mix {best['mix']:g}, temperature {best['temperature']:g}")
     if args.write:
         update_manifest(bundle.path, lambda manifest: manifest["predecoder"].update(
-            guided={"mix": result["mix"], "temperature": result["temperature"]},
-            guided_calibration=result))
+            guided=best, guided_calibration=result))
         print(f"wrote the mix into {bundle.path / 'manifest.json'}")
     return 0
 
