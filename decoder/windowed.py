@@ -1,0 +1,233 @@
+"""Sliding-window decoding of memory experiments of any number of rounds.
+
+An experiment of ``R`` rounds has ``R + 1`` detector time slices: slice 0 (the first round's
+detectors), slices ``1..R-1`` (bulk rounds) and slice ``R`` (from the final data measurement).
+A window spans ``commit + buffer`` slices. Matching decodes the window; the edges whose earlier
+detector lies in the first ``commit`` slices are committed: their observable flips join the
+experiment's Pauli frame, and the detectors they reach in the buffer are flipped (the defects
+a commit leaves at the window's edge are carried into the next window). The window then moves
+``commit`` slices on. The last window runs to the final slice and answers the observables.
+
+Window matching graphs come from a few window DEMs, cut out of short reference circuits: the
+first window, the bulk window, and one final window per possible length; never one DEM per
+experiment length. Detectors outside a window are dropped from its error mechanisms (edges that
+leave the window become boundary edges). Memory per open experiment is one window of events.
+
+Example:
+    >>> from decoder import CodeSpec
+    >>> windowed = SlidingWindowDecoder(CodeSpec(3, 3, 0.003), commit=3, buffer=3)
+    >>> spec = CodeSpec(3, 20, 0.003)
+    >>> events, obs = spec.circuit().compile_detector_sampler(seed=1).sample(100, separate_observables=True)
+    >>> windowed.decode_batch(events, rounds=20).shape
+    (100, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pymatching
+import stim
+
+from decoder.errors import NqecError
+from decoder.events import as_bool_events
+from decoder.layout import Layout
+from decoder.spec import CodeSpec
+
+WARM_UP = 2  # bulk windows are cut this many slices into a reference circuit, clear of its start
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """One window's matching graph and what committing each of its edges does."""
+
+    matching: pymatching.Matching
+    slice_of: np.ndarray  # [N + 2] slice (within the window) of each detector; N, N + 1 (time, space boundary): large
+    observables: np.ndarray  # [N + 2, N + 2] uint8 observable bit-mask of edge (a, b)
+    sizes: tuple[int, ...]  # detectors per slice
+
+
+def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -> stim.DetectorErrorModel:
+    """The DEM restricted to the detectors where ``keep``, plus one more detector standing for
+    all later ones (the window's open top, made a boundary node by the caller; kept apart from
+    the space boundary so that edges to either never merge into one observable mask). Pieces
+    that reach a ``past`` detector go: earlier commits already explained those (their defects
+    in the window were carried in), and so do pieces left with no kept detector."""
+    new_index = np.cumsum(keep) - 1
+    time_boundary = int(keep.sum())
+    lines = []
+    for inst in dem.flattened():
+        if inst.type != "error":
+            continue
+        pieces = []
+        for piece in _pieces(inst.targets_copy()):
+            kept = [f"D{new_index[t.val]}" for t in piece if t.is_relative_detector_id() and keep[t.val]]
+            if kept and not any(t.is_relative_detector_id() and past[t.val] for t in piece):
+                left = any(t.is_relative_detector_id() and not keep[t.val] for t in piece)
+                observables = [f"L{t.val}" for t in piece if t.is_logical_observable_id()]
+                pieces.append(" ".join(kept + ([f"D{time_boundary}"] if left else []) + observables))
+        if pieces:
+            lines.append(f"error({inst.args_copy()[0]}) " + " ^ ".join(pieces))
+    lines.append(f"detector D{time_boundary}")
+    lines += [f"logical_observable L{observable}" for observable in range(dem.num_observables)]
+    return stim.DetectorErrorModel("\n".join(lines))
+
+
+def _pieces(targets: list[stim.DemTarget]) -> list[list[stim.DemTarget]]:
+    pieces: list[list[stim.DemTarget]] = [[]]
+    for target in targets:
+        if target.is_separator():
+            pieces.append([])
+        else:
+            pieces[-1].append(target)
+    return pieces
+
+
+class SlidingWindowDecoder:
+    """Matching over sliding windows for rotated-surface-code memory experiments of any length.
+
+    ``spec`` names the family (distance, noise, basis; its ``rounds`` are ignored); ``commit``
+    and ``buffer`` are window sizes in rounds (default: the distance each); ``correlations``
+    selects PyMatching's correlated mode inside each window.
+    """
+
+    def __init__(self, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
+                 correlations: bool = False):
+        self.family = spec
+        self.commit = commit or spec.distance
+        self.buffer = spec.distance if buffer is None else buffer
+        if self.commit < 1 or self.buffer < 0:
+            raise NqecError(f"a window needs commit >= 1 and buffer >= 0 rounds, got {self.commit} and {self.buffer}")
+        self.correlations = correlations
+        self.name = "windowed-matching-correlated" if correlations else "windowed-matching"
+        reference = Layout.from_circuit(self._circuit(WARM_UP + self.span + 2))
+        counts = np.bincount(reference.t_index)
+        self.first_slice, self.bulk_slice, self.final_slice = int(counts[0]), int(counts[1]), int(counts[-1])
+        self.num_observables = self._circuit(1).num_observables
+
+    @property
+    def span(self) -> int:
+        """Slices per window."""
+        return self.commit + self.buffer
+
+    def slice_sizes(self, rounds: int) -> list[int]:
+        """Detectors in each of the ``rounds + 1`` time slices of a ``rounds``-round experiment."""
+        if rounds < 1:
+            raise NqecError(f"an experiment needs rounds >= 1, got {rounds}")
+        return [self.first_slice, *[self.bulk_slice] * (rounds - 1), self.final_slice]
+
+    def _circuit(self, rounds: int) -> stim.Circuit:
+        return dataclasses.replace(self.family, rounds=rounds).circuit()
+
+    @functools.lru_cache(maxsize=None)
+    def _window(self, first: bool, length: int, final: bool) -> _Window:
+        """The window of ``length`` slices: at the experiment's start (``first``) or in the bulk,
+        ending at the final data-measurement slice (``final``) or open at its top."""
+        start = 0 if first else WARM_UP
+        rounds = start + length - 1 if final else start + length + 2
+        circuit = self._circuit(rounds)
+        slices = Layout.from_circuit(circuit).t_index
+        keep = (slices >= start) & (slices < start + length)
+        dem = _cut_dem(circuit.detector_error_model(decompose_errors=True), keep, slices < start)
+        matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
+        k = dem.num_detectors - 1  # the window's detectors; node k: its time boundary; index k + 1: the space boundary
+        matching.set_boundary_nodes({k})
+        slice_of = np.append(slices[keep] - start, [1 << 30, 1 << 30])
+        observables = np.zeros((k + 2, k + 2), dtype=np.uint8)
+        for a, b, data in matching.edges():
+            mask = sum(1 << f for f in data.get("fault_ids", ()))
+            b = k + 1 if b is None else b
+            observables[a, b] = observables[b, a] = mask
+        return _Window(matching, slice_of, observables, tuple(np.bincount(slices[keep] - start, minlength=length)))
+
+    def open(self, experiments: int = 1) -> "WindowedExperiments":
+        """Start decoding ``experiments`` experiments whose slices will be pushed together."""
+        return WindowedExperiments(self, experiments)
+
+    def decode_batch(self, detection_events: np.ndarray, rounds: int) -> np.ndarray:
+        """Decode whole ``rounds``-round experiments (bool or bit-packed, in Stim's detector order)
+        window by window: ``bool [shots, num_observables]``."""
+        sizes = self.slice_sizes(rounds)
+        bits = as_bool_events(detection_events, sum(sizes))
+        stream = self.open(len(bits))
+        bounds = np.cumsum([0, *sizes])
+        for lo, hi in zip(bounds[:-2], bounds[1:-1]):
+            stream.push(bits[:, lo:hi])
+        return stream.finish(bits[:, bounds[-2]:])
+
+
+class WindowedExperiments:
+    """Experiments advancing slice by slice: ``push`` each slice's events, ``finish`` with the
+    final data-measurement slice. Holds at most one window of events per experiment."""
+
+    def __init__(self, decoder: SlidingWindowDecoder, experiments: int):
+        self.decoder = decoder
+        self.experiments = experiments
+        self.frame = np.zeros((experiments, decoder.num_observables), dtype=bool)  # committed observable flips
+        self.slices: list[np.ndarray] = []  # uncommitted slices (carried flips applied)
+        self.committed_slices = 0
+        self.finished = False
+
+    @property
+    def next_slice(self) -> int:
+        """Index (from the experiment's start) of the slice ``push`` expects next."""
+        return self.committed_slices + len(self.slices)
+
+    def _check(self, events: np.ndarray, size: int) -> np.ndarray:
+        if self.finished:
+            raise NqecError("these experiments are finished; open new ones")
+        events = as_bool_events(events, size)
+        if len(events) != self.experiments:
+            raise NqecError(f"expected slice {self.next_slice} of {self.experiments} experiments, got {len(events)} rows")
+        return events
+
+    def push(self, events: np.ndarray) -> np.ndarray | None:
+        """Add the next slice (``[experiments, detectors of the slice]``, bool or bit-packed).
+
+        Returns the observable flips committed by the window this slice completed (the
+        Pauli-frame update), or None when no window was completed."""
+        decoder = self.decoder
+        size = decoder.first_slice if self.next_slice == 0 else decoder.bulk_slice
+        self.slices.append(self._check(events, size).copy())
+        if len(self.slices) < decoder.span:
+            return None
+        window = decoder._window(self.committed_slices == 0, decoder.span, False)
+        return self._decode(window, commit=decoder.commit)
+
+    def finish(self, final_events: np.ndarray) -> np.ndarray:
+        """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""
+        events = self._check(final_events, self.decoder.final_slice)
+        self.slices.append(events.copy())
+        window = self.decoder._window(self.committed_slices == 0, len(self.slices), True)
+        self._decode(window, commit=len(self.slices))
+        self.finished = True
+        return self.frame.copy()
+
+    def _decode(self, window: _Window, commit: int) -> np.ndarray:
+        """Match the buffered slices, commit the first ``commit`` of them; returns the flips committed."""
+        syndrome = np.concatenate(self.slices, axis=1)
+        n = syndrome.shape[1]  # window detectors; n: the time boundary; n + 1: the space boundary
+        padded = np.zeros(n + 1, dtype=bool)
+        carry = np.zeros_like(syndrome)
+        flips = np.zeros_like(self.frame)
+        correlations = self.decoder.correlations
+        for shot in range(self.experiments):
+            if not syndrome[shot].any():
+                continue
+            padded[:n] = syndrome[shot]
+            edges = window.matching.decode_to_edges_array(padded, enable_correlations=correlations)
+            a, b = edges[:, 0], np.where(edges[:, 1] < 0, n + 1, edges[:, 1])
+            committed = np.minimum(window.slice_of[a], window.slice_of[b]) < commit
+            mask = np.bitwise_xor.reduce(window.observables[a[committed], b[committed]]) if committed.any() else 0
+            flips[shot] = [(int(mask) >> o) & 1 for o in range(flips.shape[1])]
+            reached = np.concatenate([a[committed], b[committed]])
+            reached = reached[(reached < n) & (window.slice_of[np.minimum(reached, n)] >= commit)]
+            np.bitwise_xor.at(carry[shot], reached, True)
+        self.frame ^= flips
+        done = int(np.sum(window.sizes[:commit]))
+        rest = (syndrome ^ carry)[:, done:]
+        self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
+        self.committed_slices += commit
+        return flips
