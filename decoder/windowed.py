@@ -51,8 +51,10 @@ class _Window:
 
 def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -> stim.DetectorErrorModel:
     """The DEM restricted to the detectors where ``keep``, plus one more detector standing for
-    all later ones (the window's open top, made a boundary node by the caller; kept apart from
-    the space boundary so that edges to either never merge into one observable mask). Pieces
+    all later ones: the window's open top, joined to the space boundary by a free edge (p = 0.5,
+    weight 0), yet a node of its own, so that edges to the top and to the space boundary never
+    merge into one observable mask (PyMatching's boundary nodes would do, but its correlated
+    mode rejects them). Pieces
     that reach a ``past`` detector go: earlier commits already explained those (their defects
     in the window were carried in), and so do pieces left with no kept detector."""
     new_index = np.cumsum(keep) - 1
@@ -70,7 +72,7 @@ def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -
                 pieces.append(" ".join(kept + ([f"D{time_boundary}"] if left else []) + observables))
         if pieces:
             lines.append(f"error({inst.args_copy()[0]}) " + " ^ ".join(pieces))
-    lines.append(f"detector D{time_boundary}")
+    lines.append(f"error(0.5) D{time_boundary}")
     lines += [f"logical_observable L{observable}" for observable in range(dem.num_observables)]
     return stim.DetectorErrorModel("\n".join(lines))
 
@@ -132,8 +134,7 @@ class SlidingWindowDecoder:
         keep = (slices >= start) & (slices < start + length)
         dem = _cut_dem(circuit.detector_error_model(decompose_errors=True), keep, slices < start)
         matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
-        k = dem.num_detectors - 1  # the window's detectors; node k: its time boundary; index k + 1: the space boundary
-        matching.set_boundary_nodes({k})
+        k = dem.num_detectors - 1  # the window's detectors; node k: its open top; index k + 1: the space boundary
         slice_of = np.append(slices[keep] - start, [1 << 30, 1 << 30])
         observables = np.zeros((k + 2, k + 2), dtype=np.uint8)
         for a, b, data in matching.edges():
