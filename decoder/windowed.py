@@ -98,7 +98,7 @@ class SlidingWindowDecoder:
     def __init__(self, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
                  correlations: bool = False):
         self.family = spec
-        self.commit = commit or spec.distance
+        self.commit = spec.distance if commit is None else commit
         self.buffer = spec.distance if buffer is None else buffer
         if self.commit < 1 or self.buffer < 0:
             raise NqecError(f"a window needs commit >= 1 and buffer >= 0 rounds, got {self.commit} and {self.buffer}")
