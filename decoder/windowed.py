@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 import numpy as np
 import pymatching
@@ -47,6 +48,7 @@ class _Window:
     slice_of: np.ndarray  # [N + 2] slice (within the window) of each detector; N, N + 1 (time, space boundary): large
     observables: np.ndarray  # [N + 2, N + 2] uint8 observable bit-mask of edge (a, b)
     sizes: tuple[int, ...]  # detectors per slice
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # a Matching decodes one shot at a time
 
 
 def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -> stim.DetectorErrorModel:
@@ -209,10 +211,22 @@ class WindowedExperiments:
     def _decode(self, window: _Window, commit: int) -> np.ndarray:
         """Match the buffered slices, commit the first ``commit`` of them; returns the flips committed."""
         syndrome = np.concatenate(self.slices, axis=1)
-        n = syndrome.shape[1]  # window detectors; n: the time boundary; n + 1: the space boundary
-        padded = np.zeros(n + 1, dtype=bool)
         carry = np.zeros_like(syndrome)
         flips = np.zeros_like(self.frame)
+        with window.lock:
+            self._match(window, syndrome, commit, carry, flips)
+        self.frame ^= flips
+        done = int(np.sum(window.sizes[:commit]))
+        rest = (syndrome ^ carry)[:, done:]
+        self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
+        self.committed_slices += commit
+        return flips
+
+    def _match(self, window: _Window, syndrome: np.ndarray, commit: int, carry: np.ndarray, flips: np.ndarray) -> None:
+        """Per shot: match the window, XOR committed edges' observables into ``flips`` and their
+        buffer detectors into ``carry``."""
+        n = syndrome.shape[1]  # window detectors; n: the open top; n + 1: the space boundary
+        padded = np.zeros(n + 1, dtype=bool)
         correlations = self.decoder.correlations
         for shot in range(self.experiments):
             if not syndrome[shot].any():
@@ -226,9 +240,3 @@ class WindowedExperiments:
             reached = np.concatenate([a[committed], b[committed]])
             reached = reached[(reached < n) & (window.slice_of[np.minimum(reached, n)] >= commit)]
             np.bitwise_xor.at(carry[shot], reached, True)
-        self.frame ^= flips
-        done = int(np.sum(window.sizes[:commit]))
-        rest = (syndrome ^ carry)[:, done:]
-        self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
-        self.committed_slices += commit
-        return flips

@@ -14,9 +14,10 @@ import numpy as np
 
 from decoder.bundle import MANIFEST, PIPELINES, Bundle, shipped_models
 from decoder.interface import Decoder
-from decoder.layout import Layout
+from decoder.layout import STABILIZER_TYPES, Layout
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
+from decoder.windowed import SlidingWindowDecoder
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +32,37 @@ def matching_model_name(spec: CodeSpec, correlated: bool = False) -> str:
     return f"{mode}-d{spec.distance}-r{spec.rounds}-p{spec.p:g}-{spec.basis}-{spec.noise}"
 
 
+def family_model_name(spec: CodeSpec, correlated: bool = False) -> str:
+    """Served name of the windowed matching model for experiments of any length, e.g.
+    ``matching-d5-p0.003-z-depolarizing`` (``spec.rounds`` is not part of it)."""
+    mode = "matching-correlated" if correlated else "matching"
+    return f"{mode}-d{spec.distance}-p{spec.p:g}-{spec.basis}-{spec.noise}"
+
+
 @dataclasses.dataclass
 class ServedModel:
-    """One servable model: its pipeline, spec and what clients need to talk to it."""
+    """One servable model: its pipeline, spec and what clients need to talk to it.
+
+    A model of fixed-length experiments has a ``decoder``; a model of experiments of any
+    length has a ``windowed`` decoder instead (DecodeStream only), and its
+    ``detectors_per_round`` is [first slice, every middle slice, final slice]."""
 
     name: str
     kind: str  # matching, predecoder, transformer
     decoder_name: str
     spec: CodeSpec
-    decoder: Decoder
+    decoder: Decoder | None
     detectors_per_round: list[int]
     metrics: dict
+    windowed: SlidingWindowDecoder | None = None
 
     @property
     def detector_bytes(self) -> int:
         return (self.decoder.num_detectors + 7) // 8
 
     @property
-    def observable_bytes(self) -> int:
-        return (self.decoder.num_observables + 7) // 8
+    def num_observables(self) -> int:
+        return (self.windowed or self.decoder).num_observables
 
 
 def detectors_per_round(spec: CodeSpec) -> list[int]:
@@ -58,6 +71,24 @@ def detectors_per_round(spec: CodeSpec) -> list[int]:
     if np.any(np.diff(layout.t_index) < 0):
         return []  # detectors are not in round order: streaming is not offered for this model
     return np.bincount(layout.t_index, minlength=layout.shape[1]).tolist()
+
+
+def slice_layouts(spec: CodeSpec, slices: list[int], pb2) -> list:
+    """``SliceLayout`` messages of the given time slices of ``spec``'s circuit: each detector's
+    stabilizer type and (x, y) in packing order."""
+    layout = Layout.from_circuit(spec.circuit())
+    types = np.array(STABILIZER_TYPES)[layout.type_index]
+    x = np.array(layout.x_coords)[layout.x_index]
+    y = np.array(layout.y_coords)[layout.y_index]
+    return [pb2.SliceLayout(types=types[layout.t_index == t].tolist(), x=x[layout.t_index == t].tolist(),
+                            y=y[layout.t_index == t].tolist()) for t in slices]
+
+
+def windowed_model(spec: CodeSpec, correlated: bool) -> ServedModel:
+    """Windowed matching of ``spec``'s family (any number of rounds), default window sizes."""
+    windowed = SlidingWindowDecoder(spec, correlations=correlated)
+    return ServedModel(family_model_name(spec, correlated), "matching", windowed.name, spec, None,
+                       [windowed.first_slice, windowed.bulk_slice, windowed.final_slice], {}, windowed)
 
 
 def load_models(models_dir: str | Path | None = None, shipped: bool = True,
@@ -78,15 +109,23 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
             name = matching_model_name(spec, correlated)
             models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, detectors_per_round(spec), {})
+            family = windowed_model(spec, correlated)
+            models[family.name] = family
     log.info("serving %d models", len(models))
     return models
 
 
 def model_info(model: ServedModel, pb2, max_shots_per_request: int):
     """The ``ModelInfo`` message of a served model."""
-    spec = model.spec
+    spec, windowed = model.spec, model.windowed
+    if windowed is None:
+        shape = dict(rounds=spec.rounds, num_detectors=model.decoder.num_detectors,
+                     slices=slice_layouts(spec, list(range(len(model.detectors_per_round))), pb2))
+    else:  # slices 0, 1 and 3 of a 3-round experiment: first, middle, final
+        shape = dict(any_length=True, window_commit=windowed.commit, window_buffer=windowed.buffer,
+                     slices=slice_layouts(dataclasses.replace(spec, rounds=3), [0, 1, 3], pb2))
     return pb2.ModelInfo(
-        name=model.name, kind=model.kind, decoder=model.decoder_name, distance=spec.distance, rounds=spec.rounds,
-        p=spec.p, basis=spec.basis, noise=spec.noise, num_detectors=model.decoder.num_detectors,
-        num_observables=model.decoder.num_observables, detectors_per_round=model.detectors_per_round,
-        metrics_json=json.dumps(model.metrics), max_shots_per_request=max_shots_per_request)
+        name=model.name, kind=model.kind, decoder=model.decoder_name, distance=spec.distance, p=spec.p,
+        basis=spec.basis, noise=spec.noise, num_observables=model.num_observables,
+        detectors_per_round=model.detectors_per_round, metrics_json=json.dumps(model.metrics),
+        max_shots_per_request=max_shots_per_request, **shape)

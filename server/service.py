@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
@@ -16,6 +15,7 @@ from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
 from server.metrics import ServerMetrics
 from server.models import ServedModel, model_info
+from server.streams import StreamError, open_experiments
 
 
 MAX_NAME_IN_MESSAGE = 64  # characters of a client-supplied name echoed in an error
@@ -40,15 +40,6 @@ class RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
-
-
-@dataclasses.dataclass
-class _StreamState:
-    """The rounds received so far of a streamed experiment or block of experiments."""
-
-    model: ServedModel
-    experiments: int
-    rounds: list[np.ndarray] = dataclasses.field(default_factory=list)  # bool [experiments, detectors in round]
 
 
 class _Admission:
@@ -82,7 +73,8 @@ class DecoderService(pb2_grpc.DecoderServicer):
         self.max_shots = max_shots_per_request
         self.inflight_shots = _Admission(max_inflight_shots)
         self.open_streams = _Admission(max_streams)
-        self.batchers = {name: MicroBatcher(m.decoder, max_batch, max_wait_s) for name, m in models.items()}
+        self.batchers = {name: MicroBatcher(m.decoder, max_batch, max_wait_s) for name, m in models.items()
+                         if m.decoder is not None}
         self.model_metrics = {name: metrics.for_model(name) for name in models}
 
     def close(self) -> None:
@@ -151,6 +143,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
                                   decode_seconds=outcome.decode_seconds)
 
     def _unpack_request(self, model: ServedModel, request) -> np.ndarray:
+        if model.windowed is not None:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"model {model.name!r} decodes experiments of any length, slice by slice: use DecodeStream")
         shots, width = request.num_shots, model.detector_bytes
         if shots == 0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty request: num_shots must be >= 1")
@@ -178,23 +173,20 @@ class DecoderService(pb2_grpc.DecoderServicer):
             self.open_streams.give()
 
     def _stream(self, request_iterator, context):
-        experiments: dict[str, _StreamState] = {}  # Round messages: one experiment each
-        blocks: dict[str, _StreamState] = {}  # RoundBlock messages: many experiments each
+        experiments: dict = {}  # Round messages: one experiment each
+        blocks: dict = {}  # RoundBlock messages: many experiments each
         for request in request_iterator:
             start = time.perf_counter()
             finished_experiments: dict[str, list] = {}
             finished_blocks: dict[str, list] = {}
             results, block_results = [], []
             for round_ in request.rounds:
-                error = self._add_round(experiments, finished_experiments, "experiment", round_.experiment_id,
-                                        round_.model, 1, round_.events, round_.last)
-                if error:
-                    results.append(pb2.ExperimentResult(experiment_id=round_.experiment_id, error=error))
+                results += self._add_round(experiments, finished_experiments, "experiment", round_.experiment_id,
+                                           round_.model, 1, round_.events, round_.last, round_.stream_corrections)
             for block in request.blocks:
-                error = self._add_round(blocks, finished_blocks, "block", block.block_id, block.model,
-                                        block.num_experiments, block.events, block.last)
-                if error:
-                    block_results.append(pb2.BlockResult(block_id=block.block_id, error=error))
+                block_results += self._add_round(blocks, finished_blocks, "block", block.block_id, block.model,
+                                                 block.num_experiments, block.events, block.last,
+                                                 block.stream_corrections)
             deadline = self._deadline(context)
             for key, result, seconds, error in self._decode_finished(finished_experiments, deadline):
                 results.append(pb2.ExperimentResult(experiment_id=key, error=error) if error else pb2.ExperimentResult(
@@ -215,49 +207,64 @@ class DecoderService(pb2_grpc.DecoderServicer):
             yield pb2.StreamResponse(results=unfinished, blocks=unfinished_blocks)
 
     @staticmethod
-    def _cut_short(what: str, key: str, state: _StreamState) -> str:
-        return (f"the stream ended after {len(state.rounds)} of {len(state.model.detectors_per_round)} rounds of "
-                f"{what} {quoted(key)}: no answer (mark its final round with last=true)")
+    def _cut_short(what: str, key: str, state) -> str:
+        return (f"the stream ended after {state.received} rounds of {what} {quoted(key)}, which needs "
+                f"{state.expected}: no answer (mark its final round with last=true)")
 
     def _add_round(self, pending: dict, finished: dict, what: str, key: str, model_name: str, experiments: int,
-                   events: bytes, last: bool) -> str:
-        """Record one round of an experiment (``experiments`` = 1) or a block; returns an error
-        message (and forgets ``key``), or '' when accepted."""
-        error = self._accept_round(pending, finished, what, key, model_name, experiments, events, last)
-        if error:
+                   events: bytes, last: bool, stream_corrections: bool) -> list:
+        """Record one round of an experiment (``experiments`` = 1) or a block. Returns the result
+        messages it produced at once: an error (the experiment is then forgotten), a committed
+        correction or a windowed answer. Fixed-length experiments that are complete go to
+        ``finished`` to be decoded in one batch per model."""
+        message = pb2.ExperimentResult if what == "experiment" else pb2.BlockResult
+        ident = {f"{what}_id": key}
+        start = time.perf_counter()
+        try:
+            state = self._state(pending, what, key, model_name, experiments, stream_corrections)
+            bits = self._round_bits(state, what, key, events, last)
+            update = state.add(bits, last)
+        except StreamError as error:
             pending.pop(key, None)
-        return error
-
-    def _accept_round(self, pending, finished, what, key, model_name, experiments, events, last) -> str:
-        if not key:
-            return f"{what}_id must be non-empty"
-        if key not in pending:
-            if model_name not in self.models:
-                return f"unknown model {quoted(model_name)} on the first round of {what} {quoted(key)}"
-            if not self.models[model_name].detectors_per_round:
-                return f"model {model_name!r} does not support streaming"
-            if not 1 <= experiments <= self.max_shots:
-                return f"{what} {quoted(key)} must hold 1 to {self.max_shots} experiments, got {experiments}"
-            pending[key] = _StreamState(self.models[model_name], experiments)
-        state = pending[key]
-        index, expected = len(state.rounds), state.model.detectors_per_round
-        if index >= len(expected):
-            return f"{what} {quoted(key)} has only {len(expected)} rounds"
-        width = (expected[index] + 7) // 8
-        if len(events) != state.experiments * width:
-            return (f"round {index} of {what} {quoted(key)} has {expected[index]} detectors per experiment: expected "
-                    f"{state.experiments} x {width} bytes, got {len(events)}")
-        packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
-        if spare_bits_set(packed, expected[index]):
-            return f"round {index} of {what} {quoted(key)}: padding bits past detector {expected[index]} must be zero"
-        state.rounds.append(unpack_bits(packed, expected[index]))
+            return [message(**ident, error=f"{what} {quoted(key)}: {error}" if key else str(error))]
+        if update.complete is not None:
+            finished.setdefault(state.model.name, []).append((key, update.complete))
         if last:
-            if index + 1 != len(expected):
-                return (f"{what} {quoted(key)} ended after {index + 1} rounds; model {state.model.name!r} needs "
-                        f"{len(expected)}")
-            finished.setdefault(state.model.name, []).append((key, np.concatenate(state.rounds, axis=1)))
             del pending[key]
-        return ""
+        flips = update.final if update.final is not None else update.partial
+        if flips is None:
+            return []
+        packed = pack_bits(flips)
+        return [message(**ident, observable_flips=packed[0].tobytes() if what == "experiment" else packed.tobytes(),
+                        partial=update.partial is not None, rounds_committed=update.rounds_committed,
+                        decode_seconds=time.perf_counter() - start)]
+
+    def _state(self, pending: dict, what: str, key: str, model_name: str, experiments: int, stream_corrections: bool):
+        if not key:
+            raise StreamError(f"{what}_id must be non-empty")
+        if key in pending:
+            return pending[key]
+        if model_name not in self.models:
+            raise StreamError(f"unknown model {quoted(model_name)} on its first round")
+        model = self.models[model_name]
+        if not model.detectors_per_round:
+            raise StreamError(f"model {model_name!r} does not support streaming")
+        if not 1 <= experiments <= self.max_shots:
+            raise StreamError(f"must hold 1 to {self.max_shots} experiments, got {experiments}")
+        pending[key] = open_experiments(model, experiments, stream_corrections)
+        return pending[key]
+
+    @staticmethod
+    def _round_bits(state, what: str, key: str, events: bytes, last: bool) -> np.ndarray:
+        index, size = state.received, state.slice_size(last)
+        width = (size + 7) // 8
+        if len(events) != state.experiments * width:
+            raise StreamError(f"round {index} has {size} detectors per experiment: expected "
+                              f"{state.experiments} x {width} bytes, got {len(events)}")
+        packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
+        if spare_bits_set(packed, size):
+            raise StreamError(f"round {index}: padding bits past detector {size} must be zero")
+        return unpack_bits(packed, size)
 
     def _decode_finished(self, finished: dict[str, list], deadline):
         """Decode finished experiments or blocks, one batch per model; yields

@@ -1,0 +1,105 @@
+"""DecodeStream of experiments of any length against a real loopback server: windowed answers
+equal in-process windowed decoding bit for bit; corrections stream; bad rounds stay local."""
+
+import grpc
+import numpy as np
+import pytest
+
+from decoder import CodeSpec
+from decoder.events import pack_bits
+from decoder.windowed import SlidingWindowDecoder
+from server.app import ServerConfig, start_server
+from server.client import DecoderClient
+from server.generated import decoder_pb2 as pb2
+from server.models import family_model_name, load_models
+
+FAMILY = CodeSpec(5, 5, 0.004)
+
+
+@pytest.fixture(scope="module")
+def client():
+    server = start_server(ServerConfig(port=0), load_models(shipped=False, matching_specs=(FAMILY,)))
+    client = DecoderClient([f"127.0.0.1:{server.port}"])
+    yield client
+    client.close()
+    server.stop(grace=0)
+
+
+def _experiments(rounds: int, shots: int, seed: int):
+    spec = CodeSpec(5, rounds, 0.004)
+    events = spec.circuit().compile_detector_sampler(seed=seed).sample(shots)
+    sizes = SlidingWindowDecoder(FAMILY).slice_sizes(rounds)
+    bounds = np.cumsum([0, *sizes])
+    return events, [events[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def test_model_info_describes_any_length_models(client):
+    info = client.model_info(family_model_name(FAMILY))
+    assert info.any_length and info.rounds == 0 and list(info.detectors_per_round) == [12, 24, 12]
+    assert (info.window_commit, info.window_buffer) == (5, 5)
+    assert [len(s.types) for s in info.slices] == [12, 24, 12]
+    assert set(info.slices[1].types) == {"X", "Z"} and set(info.slices[0].types) == {"Z"}
+    with pytest.raises(grpc.RpcError) as error:
+        client.decode(family_model_name(FAMILY), np.zeros((1, 15), np.uint8))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "use DecodeStream" in error.value.details()
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_windowed_stream_equals_in_process_bit_for_bit(client, correlated):
+    """A block of 40 experiments of 60 rounds, interleaved with single 3- and 23-round experiments."""
+    model = family_model_name(FAMILY, correlated)
+    decoder = SlidingWindowDecoder(FAMILY, correlations=correlated)
+    long_events, long_slices = _experiments(60, 40, seed=1)
+    short_events, short_slices = _experiments(3, 2, seed=2)
+    mid_events, mid_slices = _experiments(23, 1, seed=3)
+    requests = []
+    for index in range(len(long_slices)):
+        request = pb2.StreamRequest(blocks=[pb2.RoundBlock(
+            block_id="block", model=model if index == 0 else "", num_experiments=40,
+            events=pack_bits(long_slices[index]).tobytes(), last=index == len(long_slices) - 1,
+            stream_corrections=index == 0)])
+        for name, slices in (("short0", [s[:1] for s in short_slices]), ("short1", [s[1:] for s in short_slices]),
+                             ("mid", mid_slices)):
+            if index < len(slices):
+                request.rounds.append(pb2.Round(experiment_id=name, model=model if index == 0 else "",
+                                                events=pack_bits(slices[index])[0].tobytes(),
+                                                last=index == len(slices) - 1))
+        requests.append(request)
+    responses = list(client.stub().DecodeStream(iter(requests), timeout=60))
+    finals = {r.experiment_id: r for resp in responses for r in resp.results if not r.partial}
+    blocks = [b for resp in responses for b in resp.blocks]
+    assert not any(r.error for r in finals.values()) and not any(b.error for b in blocks)
+    final_block = [b for b in blocks if not b.partial]
+    assert len(final_block) == 1
+    unpack = lambda data, n: np.unpackbits(np.frombuffer(data, np.uint8).reshape(n, -1), axis=1, count=1,
+                                           bitorder="little").astype(bool)
+    assert np.array_equal(unpack(final_block[0].observable_flips, 40), decoder.decode_batch(long_events, 60))
+    assert np.array_equal(np.concatenate([unpack(finals[f"short{i}"].observable_flips, 1) for i in range(2)]),
+                          decoder.decode_batch(short_events, 3))
+    assert np.array_equal(unpack(finals["mid"].observable_flips, 1), decoder.decode_batch(mid_events, 23))
+    # Streamed corrections: one per committed window, XOR-ing to the in-process frame before the last window.
+    partials = [b for b in blocks if b.partial]
+    stream = decoder.open(40)
+    expected = [stream.push(s) for s in long_slices[:-1]]
+    expected = [e for e in expected if e is not None]
+    assert len(partials) == len(expected) == 11
+    for got, want in zip(partials, expected):
+        assert np.array_equal(unpack(got.observable_flips, 40), want)
+    assert [p.rounds_committed for p in partials] == [5 * (i + 1) for i in range(11)]
+
+
+def test_bad_rounds_get_per_experiment_errors_and_the_stream_goes_on(client):
+    model = family_model_name(FAMILY)
+    _, slices = _experiments(8, 1, seed=4)
+    good = [pack_bits(s)[0].tobytes() for s in slices]
+    requests = [pb2.StreamRequest(rounds=[
+        pb2.Round(experiment_id="wrong-size", model=model, events=good[1]),  # a middle slice as the first
+        pb2.Round(experiment_id="final-first", model=model, events=good[0], last=True),
+        pb2.Round(experiment_id="good", model=model, events=good[0])])]
+    requests += [pb2.StreamRequest(rounds=[pb2.Round(experiment_id="good", events=e, last=i == len(good) - 1)])
+                 for i, e in enumerate(good[1:], start=1)]
+    results = {r.experiment_id: r for resp in client.stub().DecodeStream(iter(requests), timeout=30)
+               for r in resp.results}
+    assert "round 0 has 12 detectors per experiment: expected 1 x 2 bytes, got 3" in results["wrong-size"].error
+    assert "needs at least one round" in results["final-first"].error
+    assert not results["good"].error and not results["good"].partial
