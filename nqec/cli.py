@@ -307,6 +307,16 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from server.bench_stream import bench_stream
+    from training.report import command_line
+
+    result, table = bench_stream(tuple(args.distance), args.p, args.seed, args.ler_shots, args.distance[0])
+    result["command"] = command_line()
+    _emit(table, result, args.json)
+    return 0
+
+
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     from server.soak import soak
     from training.report import command_line
@@ -623,6 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
     server_bench.add_argument("--seed", type=int, default=0)
     server_bench.add_argument("--json", default=None)
     server_bench.set_defaults(func=cmd_bench_server)
+    stream_bench = benches.add_parser("stream", help="windowed decoding of 10 to 10,000-round experiments")
+    stream_bench.add_argument("-d", "--distance", type=_int_list, default=[5, 7, 9],
+                              help="distances (the first one gets the headline figures and the LER check)")
+    stream_bench.add_argument("-p", type=float, default=0.003)
+    stream_bench.add_argument("--ler-shots", type=_positive_int, default=20_000,
+                              help="shots of the windowed vs whole-experiment LER check (r=100)")
+    stream_bench.add_argument("--seed", type=int, default=0)
+    stream_bench.add_argument("--json", default=None)
+    stream_bench.set_defaults(func=cmd_bench_stream)
     soak_bench = benches.add_parser("soak", help="mixed traffic from several client processes; checks every answer")
     soak_bench.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     soak_bench.add_argument("--clients", type=_positive_int, default=4, help="client processes")

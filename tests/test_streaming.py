@@ -103,3 +103,21 @@ def test_bad_rounds_get_per_experiment_errors_and_the_stream_goes_on(client):
     assert "round 0 has 12 detectors per experiment: expected 1 x 2 bytes, got 3" in results["wrong-size"].error
     assert "needs at least one round" in results["final-first"].error
     assert not results["good"].error and not results["good"].partial
+
+
+def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tmp_path):
+    import json
+
+    import server.bench_stream as bench
+    from nqec.cli import main
+
+    monkeypatch.setattr(bench, "ROUNDS", (10, 100))
+    monkeypatch.setattr(bench, "HEADLINE_BLOCK", 32)
+    monkeypatch.setattr(bench, "HEADLINE_ROUNDS", 60)
+    out = tmp_path / "stream.json"
+    assert main(["bench", "stream", "-d", "3", "--ler-shots", "3000", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rounds_per_s"] > 0 and result["single_rounds_per_s"] > 0 and result["reaction_p99_ms"] > 0
+    assert [(row["distance"], row["rounds"]) for row in result["table"]] == [(3, 10), (3, 100)]
+    check = result["window_ler_check"]["uncorrelated"]
+    assert check["whole_errors"] > 20 and abs(check["windowed_errors"] - check["whole_errors"]) <= 0.15 * check["whole_errors"] + 5

@@ -1,0 +1,185 @@
+"""`nqec bench stream`: sliding-window decoding of long experiments, in process and over gRPC.
+
+Measures, per distance and experiment length: rounds/s of a block of experiments advancing
+together and of one experiment alone (in process), rounds/s of a RoundBlock stream and the
+reaction time (final slice sent -> answer received) over gRPC on loopback, and the peak memory
+that decoding one experiment allocates. The accuracy check decodes the same shots windowed and
+whole (one DEM for the whole experiment) in both matching modes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import queue
+import time
+import tracemalloc
+
+import numpy as np
+from rich.table import Table
+
+from decoder.events import pack_bits
+from decoder.matching import MatchingDecoder
+from decoder.spec import CodeSpec
+from decoder.stats import per_round
+from decoder.windowed import SlidingWindowDecoder
+from server.bench import local_server
+from server.client import DecoderClient
+from server.generated import decoder_pb2 as pb2
+from server.models import family_model_name
+
+ROUNDS = (10, 100, 1000, 10000)
+ROUND_BUDGET = 200_000  # experiment-rounds per table cell: blocks shrink as experiments grow
+HEADLINE_BLOCK, HEADLINE_ROUNDS = 1024, 1000
+ROUNDS_PER_MESSAGE = 100  # a single experiment's rounds travel in messages of this many
+
+
+def _slices(spec: CodeSpec, decoder: SlidingWindowDecoder, rounds: int, shots: int, seed: int) -> list[np.ndarray]:
+    """Stim shots of a ``rounds``-round experiment, cut into time slices."""
+    events = dataclasses.replace(spec, rounds=rounds).circuit().compile_detector_sampler(seed=seed).sample(shots)
+    bounds = np.cumsum([0, *decoder.slice_sizes(rounds)])
+    return [events[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _inprocess_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    stream = decoder.open(len(slices[0]))
+    for events in slices[:-1]:
+        stream.push(events)
+    stream.finish(slices[-1])
+    return len(slices[0]) * (len(slices) - 1) / (time.perf_counter() - start)
+
+
+def _peak_memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> int:
+    """Peak bytes allocated while one experiment is decoded slice by slice (tracemalloc)."""
+    tracemalloc.start()
+    stream = decoder.open(1)
+    for events in slices[:-1]:
+        stream.push(events[:1])
+    stream.finish(slices[-1][:1])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def _grpc_block_rounds_per_s(client: DecoderClient, model: str, slices: list[np.ndarray]) -> float:
+    experiments = len(slices[0])
+    requests = (pb2.StreamRequest(blocks=[pb2.RoundBlock(
+        block_id="b", model=model if i == 0 else "", num_experiments=experiments,
+        events=pack_bits(events).tobytes(), last=i == len(slices) - 1)]) for i, events in enumerate(slices))
+    start = time.perf_counter()
+    for response in client.stub().DecodeStream(requests, timeout=600):
+        if any(block.error for block in response.blocks):
+            raise RuntimeError(response.blocks[0].error)
+    return experiments * (len(slices) - 1) / (time.perf_counter() - start)
+
+
+def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecoder, slices: list[np.ndarray],
+                 experiments: int) -> list[float]:
+    """Per experiment: ms from sending its final slice to receiving its answer. One stream, one
+    experiment at a time; the earlier rounds go ahead in messages of ROUNDS_PER_MESSAGE, and the
+    final slice is sent once the server has committed every window before it (its streamed
+    corrections say so), so the time is the final window's alone, as on a device that keeps pace."""
+    rounds = len(slices) - 1
+    windows_before_final = len(range(0, rounds - decoder.span + 1, decoder.commit)) if rounds >= decoder.span else 0
+    outbox: queue.Queue = queue.Queue()
+    responses = client.stub().DecodeStream(iter(outbox.get, None), timeout=600)
+    times = []
+    for shot in range(experiments):
+        rows = [pack_bits(events[shot: shot + 1])[0].tobytes() for events in slices]
+        body = [pb2.Round(experiment_id=f"e{shot}", model=model if i == 0 else "", events=data,
+                          stream_corrections=i == 0) for i, data in enumerate(rows[:-1])]
+        for start in range(0, len(body), ROUNDS_PER_MESSAGE):
+            outbox.put(pb2.StreamRequest(rounds=body[start: start + ROUNDS_PER_MESSAGE]))
+        committed = 0
+        while committed < windows_before_final:
+            committed += sum(result.partial for result in next(responses).results)
+        sent = time.perf_counter()
+        outbox.put(pb2.StreamRequest(rounds=[pb2.Round(experiment_id=f"e{shot}", events=rows[-1], last=True)]))
+        answer = next(responses)
+        times.append((time.perf_counter() - sent) * 1e3)
+        if answer.results[0].error or answer.results[0].partial:
+            raise RuntimeError(f"expected the final answer, got {answer.results[0]}")
+    outbox.put(None)
+    return times
+
+
+def window_ler_check(spec: CodeSpec, rounds: int, shots: int, seed: int) -> dict:
+    """LER per round of windowed vs whole-experiment decoding on the same shots, both modes."""
+    long = dataclasses.replace(spec, rounds=rounds)
+    events, observables = long.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
+    result = {"rounds": rounds, "shots": shots, "seed": seed}
+    for mode, correlations in (("uncorrelated", False), ("correlated", True)):
+        windowed = SlidingWindowDecoder(spec, correlations=correlations).decode_batch(events, rounds)
+        whole = MatchingDecoder.from_spec(long, correlations=correlations).decode_batch(events)
+        errors = {name: int(np.any(p != observables, axis=1).sum()) for name, p in (("windowed", windowed),
+                                                                                  ("whole", whole))}
+        rates = {name: per_round(count / shots, rounds) for name, count in errors.items()}
+        result[mode] = {"windowed_errors": errors["windowed"], "whole_errors": errors["whole"],
+                        "windowed_ler_per_round": rates["windowed"], "whole_ler_per_round": rates["whole"],
+                        "ratio": rates["windowed"] / rates["whole"] if rates["whole"] else None}
+    return result
+
+
+def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots: int = 20_000,
+                 headline_distance: int = 5) -> tuple[dict, Table]:
+    """The table over ``distances`` x ROUNDS, the headline figures at ``headline_distance`` and the
+    accuracy check; returns the JSON-ready result and a rich table."""
+    rows = []
+    headline = {}
+    with local_server() as (target, _):
+        client = DecoderClient([target])
+        for d in distances:
+            spec = CodeSpec(d, d, p)
+            decoder = SlidingWindowDecoder(spec)
+            model = family_model_name(spec)
+            warm = _slices(spec, decoder, 3 * decoder.span, 8, seed)
+            _inprocess_rounds_per_s(decoder, warm)  # builds the window graphs
+            _reaction_ms(client, model, decoder, warm, 2)
+            for rounds in ROUNDS:
+                block = max(1, min(HEADLINE_BLOCK, ROUND_BUDGET // rounds))
+                slices = _slices(spec, decoder, rounds, block, seed + rounds)
+                reactions = _reaction_ms(client, model, decoder, slices, min(block, max(3, 2000 // rounds)))
+                rows.append({"distance": d, "rounds": rounds, "block": block,
+                             "rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
+                             "single_rounds_per_s": _inprocess_rounds_per_s(decoder, [s[:1] for s in slices]),
+                             "grpc_rounds_per_s": _grpc_block_rounds_per_s(client, model, slices),
+                             "reaction_p50_ms": float(np.percentile(reactions, 50)),
+                             "reaction_p99_ms": float(np.percentile(reactions, 99)),
+                             "peak_memory_bytes": _peak_memory_bytes(decoder, slices)})
+            if d == headline_distance:
+                slices = _slices(spec, decoder, HEADLINE_ROUNDS, HEADLINE_BLOCK, seed)
+                single = _slices(spec, decoder, HEADLINE_ROUNDS, 1, seed + 1)
+                reactions = _reaction_ms(client, model, decoder, _slices(spec, decoder, 10, 200, seed + 2), 200)
+                headline = {"rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
+                            "single_rounds_per_s": _inprocess_rounds_per_s(decoder, single),
+                            "reaction_p50_ms": float(np.percentile(reactions, 50)),
+                            "reaction_p99_ms": float(np.percentile(reactions, 99))}
+        client.close()
+    by_rounds = {row["rounds"]: row for row in rows if row["distance"] == headline_distance}
+    check = window_ler_check(CodeSpec(headline_distance, headline_distance, p), 100, ler_shots, seed)
+    result = {
+        "distance": headline_distance, "p": p, "seed": seed, **headline,
+        "window_ler_ratio": check["uncorrelated"]["ratio"], "window_ler_ratio_correlated": check["correlated"]["ratio"],
+        "window_ler_check": check,
+        "reaction_p99_10000_vs_10_rounds": (by_rounds[10000]["reaction_p99_ms"] / by_rounds[10]["reaction_p99_ms"]
+                                            if {10, 10000} <= set(by_rounds) else None),
+        "memory_10000_vs_100_rounds": (by_rounds[10000]["peak_memory_bytes"] / by_rounds[100]["peak_memory_bytes"]
+                                       if {100, 10000} <= set(by_rounds) else None),
+        "table": rows, "machine": f"{platform.node()} ({platform.machine()}), one process per side",
+    }
+    table = Table(title=f"nqec bench stream: windowed matching, p={p:g} (commit d, buffer d rounds)")
+    for column in ("d", "rounds", "block", "rounds/s block", "rounds/s one", "rounds/s gRPC", "reaction p50/p99 ms",
+                   "peak KB/exp."):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["distance"]), f"{row['rounds']:,}", f"{row['block']:,}", f"{row['rounds_per_s']:,.0f}",
+                      f"{row['single_rounds_per_s']:,.0f}", f"{row['grpc_rounds_per_s']:,.0f}",
+                      f"{row['reaction_p50_ms']:.2f} / {row['reaction_p99_ms']:.2f}",
+                      f"{row['peak_memory_bytes'] / 1024:,.0f}")
+    unc, cor = check["uncorrelated"], check["correlated"]
+    table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
+                     f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f}; "
+                     f"windowed/whole LER per round at r=100 on {ler_shots:,} shots: {unc['ratio']:.3f} "
+                     f"({unc['windowed_errors']} vs {unc['whole_errors']} errors), correlated {cor['ratio']:.3f}")
+    return result, table
