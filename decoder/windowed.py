@@ -110,6 +110,8 @@ class SlidingWindowDecoder:
         counts = np.bincount(reference.t_index)
         self.first_slice, self.bulk_slice, self.final_slice = int(counts[0]), int(counts[1]), int(counts[-1])
         self.num_observables = self._circuit(1).num_observables
+        self._prepare_lock = threading.Lock()
+        self._prepared = False
 
     @property
     def span(self) -> int:
@@ -145,8 +147,24 @@ class SlidingWindowDecoder:
             observables[a, b] = observables[b, a] = mask
         return _Window(matching, slice_of, observables, tuple(np.bincount(slices[keep] - start, minlength=length)))
 
+    def prepare(self) -> "SlidingWindowDecoder":
+        """Build every window graph an experiment of any length can need (the first and bulk
+        windows, each final-window length), so that no decode waits for a graph to be built."""
+        self._window(True, self.span, False)
+        self._window(False, self.span, False)
+        for length in range(self.buffer + 1, self.span + 1):
+            self._window(False, length, True)
+        for length in range(2, self.span + 1):
+            self._window(True, length, True)
+        return self
+
     def open(self, experiments: int = 1) -> "WindowedExperiments":
-        """Start decoding ``experiments`` experiments whose slices will be pushed together."""
+        """Start decoding ``experiments`` experiments whose slices will be pushed together
+        (the first call builds every window graph: see :meth:`prepare`)."""
+        with self._prepare_lock:
+            if not self._prepared:
+                self.prepare()
+                self._prepared = True
         return WindowedExperiments(self, experiments)
 
     def decode_batch(self, detection_events: np.ndarray, rounds: int) -> np.ndarray:

@@ -51,7 +51,8 @@ def _inprocess_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarr
 
 
 def _peak_memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> int:
-    """Peak bytes allocated while one experiment is decoded slice by slice (tracemalloc)."""
+    """Peak bytes allocated while one experiment is decoded slice by slice (tracemalloc; the
+    window graphs, shared by all experiments, are built beforehand)."""
     tracemalloc.start()
     stream = decoder.open(1)
     for events in slices[:-1]:
@@ -131,7 +132,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
         client = DecoderClient([target])
         for d in distances:
             spec = CodeSpec(d, d, p)
-            decoder = SlidingWindowDecoder(spec)
+            decoder = SlidingWindowDecoder(spec).prepare()
             model = family_model_name(spec)
             warm = _slices(spec, decoder, 3 * decoder.span, 8, seed)
             _inprocess_rounds_per_s(decoder, warm)  # builds the window graphs
