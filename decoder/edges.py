@@ -62,7 +62,7 @@ class EdgeTable:
         for inst in dem.flattened():
             if inst.type != "error":
                 continue
-            for component in _components(inst.targets_copy()):
+            for component in error_components(inst.targets_copy()):
                 dets = tuple(sorted(t.val for t in component if t.is_relative_detector_id()))
                 obs = tuple(sorted(t.val for t in component if t.is_logical_observable_id()))
                 if not 1 <= len(dets) <= 2:
@@ -159,7 +159,7 @@ class EdgeTable:
                                        shape=(self.num_edges, self.num_detectors))
 
 
-def _components(targets: list[stim.DemTarget]) -> list[list[stim.DemTarget]]:
+def error_components(targets: list[stim.DemTarget]) -> list[list[stim.DemTarget]]:
     """Split an error's targets at ``^`` separators into its graphlike pieces."""
     pieces: list[list[stim.DemTarget]] = [[]]
     for target in targets:

@@ -32,6 +32,7 @@ import numpy as np
 import pymatching
 import stim
 
+from decoder.edges import error_components
 from decoder.errors import NqecError
 from decoder.events import as_bool_events
 from decoder.layout import Layout
@@ -66,7 +67,7 @@ def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -
         if inst.type != "error":
             continue
         pieces = []
-        for piece in _pieces(inst.targets_copy()):
+        for piece in error_components(inst.targets_copy()):
             kept = [f"D{new_index[t.val]}" for t in piece if t.is_relative_detector_id() and keep[t.val]]
             if kept and not any(t.is_relative_detector_id() and past[t.val] for t in piece):
                 left = any(t.is_relative_detector_id() and not keep[t.val] for t in piece)
@@ -77,16 +78,6 @@ def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -
     lines.append(f"error(0.5) D{time_boundary}")
     lines += [f"logical_observable L{observable}" for observable in range(dem.num_observables)]
     return stim.DetectorErrorModel("\n".join(lines))
-
-
-def _pieces(targets: list[stim.DemTarget]) -> list[list[stim.DemTarget]]:
-    pieces: list[list[stim.DemTarget]] = [[]]
-    for target in targets:
-        if target.is_separator():
-            pieces.append([])
-        else:
-            pieces[-1].append(target)
-    return pieces
 
 
 class SlidingWindowDecoder:
