@@ -50,17 +50,18 @@ def _inprocess_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarr
     return len(slices[0]) * (len(slices) - 1) / (time.perf_counter() - start)
 
 
-def _peak_memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> int:
-    """Peak bytes allocated while one experiment is decoded slice by slice (tracemalloc; the
-    window graphs, shared by all experiments, are built beforehand)."""
+def _memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> tuple[int, int]:
+    """``(held, peak)`` bytes of one experiment decoded slice by slice (tracemalloc): what the open
+    experiment holds just before its final slice, and the transient peak on the way. The window
+    graphs, shared by all experiments, are built beforehand."""
     tracemalloc.start()
     stream = decoder.open(1)
     for events in slices[:-1]:
         stream.push(events[:1])
+    held, peak = tracemalloc.get_traced_memory()
     stream.finish(slices[-1][:1])
-    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return peak
+    return held, peak
 
 
 def _grpc_block_rounds_per_s(client: DecoderClient, model: str, slices: list[np.ndarray]) -> float:
@@ -147,7 +148,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                              "grpc_rounds_per_s": _grpc_block_rounds_per_s(client, model, slices),
                              "reaction_p50_ms": float(np.percentile(reactions, 50)),
                              "reaction_p99_ms": float(np.percentile(reactions, 99)),
-                             "peak_memory_bytes": _peak_memory_bytes(decoder, slices)})
+                             **dict(zip(("held_memory_bytes", "peak_memory_bytes"), _memory_bytes(decoder, slices)))})
             if d == headline_distance:
                 slices = _slices(spec, decoder, HEADLINE_ROUNDS, HEADLINE_BLOCK, seed)
                 single = _slices(spec, decoder, HEADLINE_ROUNDS, 1, seed + 1)
@@ -165,19 +166,19 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
         "window_ler_check": check,
         "reaction_p99_10000_vs_10_rounds": (by_rounds[10000]["reaction_p99_ms"] / by_rounds[10]["reaction_p99_ms"]
                                             if {10, 10000} <= set(by_rounds) else None),
-        "memory_10000_vs_100_rounds": (by_rounds[10000]["peak_memory_bytes"] / by_rounds[100]["peak_memory_bytes"]
+        "memory_10000_vs_100_rounds": (by_rounds[10000]["held_memory_bytes"] / by_rounds[100]["held_memory_bytes"]
                                        if {100, 10000} <= set(by_rounds) else None),
         "table": rows, "machine": f"{platform.node()} ({platform.machine()}), one process per side",
     }
     table = Table(title=f"nqec bench stream: windowed matching, p={p:g} (commit d, buffer d rounds)")
     for column in ("d", "rounds", "block", "rounds/s block", "rounds/s one", "rounds/s gRPC", "reaction p50/p99 ms",
-                   "peak KB/exp."):
+                   "held / peak KB"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row["distance"]), f"{row['rounds']:,}", f"{row['block']:,}", f"{row['rounds_per_s']:,.0f}",
                       f"{row['single_rounds_per_s']:,.0f}", f"{row['grpc_rounds_per_s']:,.0f}",
                       f"{row['reaction_p50_ms']:.2f} / {row['reaction_p99_ms']:.2f}",
-                      f"{row['peak_memory_bytes'] / 1024:,.0f}")
+                      f"{row['held_memory_bytes'] / 1024:.1f} / {row['peak_memory_bytes'] / 1024:.0f}")
     unc, cor = check["uncorrelated"], check["correlated"]
     table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
                      f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f}; "

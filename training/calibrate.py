@@ -14,8 +14,8 @@ from decoder.events import as_bool_events
 from decoder.matching import MATCHING_MODES
 from decoder.spec import CodeSpec
 
-MIXES = (0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
-TEMPERATURES = (1.0, 1.5)
+MIXES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+TEMPERATURES = (1.0, 1.5, 2.5)
 
 
 def calibrate_guided(bundle: Bundle, spec: CodeSpec, shots: int, seed: int,
