@@ -167,19 +167,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reliability_table(name: str, reliability: dict):
+    from rich.table import Table
+
+    table = Table(title=f"edge probabilities of {name}: predicted vs observed on {reliability['shots']:,} DEM "
+                        f"samples (expected calibration error {reliability['ece']:.2e})")
+    for column in ("predicted in", "edges", "mean predicted", "observed frequency"):
+        table.add_column(column, justify="right")
+    for b in reliability["bins"]:
+        table.add_row(f"[{b['low']:g}, {b['high']:g})", f"{b['count']:,}", f"{b['predicted']:.3g}", f"{b['observed']:.3g}")
+    return table
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from decoder.bundle import Bundle
-    from training.calibrate import calibrate_guided
+    from training.calibrate import calibrate_guided, reliability_curve
     from training.evaluate import sweep_specs
     from training.export import update_manifest
     from training.report import command_line
 
     bundle = Bundle.load(args.model)
     (spec,) = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)
+    reliability = reliability_curve(bundle, spec, min(args.shots, 20_000), args.seed + 1)
+    _emit(_reliability_table(bundle.name, reliability), reliability, None)
     result = calibrate_guided(bundle, spec, args.shots, args.seed)
-    result["command"] = command_line()
+    result.update(reliability=reliability, command=command_line())
     table = Table(title=f"guided-matching calibration of {bundle.name} on {args.shots:,} held-out shots "
                         f"({spec.label()}); mix 0 = matching alone")
     for column in ("matching", "mix", "temperature", "logical errors"):

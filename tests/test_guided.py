@@ -70,3 +70,15 @@ def test_calibration_includes_plain_matching_and_picks_the_fewest_errors():
     best = min(row["errors"] for row in result["table"])
     assert any(row["errors"] == best and (row["matching"], row["mix"], row["temperature"])
                == (result["matching"], result["mix"], result["temperature"]) for row in result["table"])
+
+
+def test_reliability_curve_bins_every_edge_prediction():
+    from training.calibrate import reliability_curve
+
+    result = reliability_curve(Bundle.load("predecoder-fpga"), CodeSpec(5, 5, 0.004), shots=500, seed=3)
+    assert sum(b["count"] for b in result["bins"]) == result["edges_scored"] > 0
+    assert all(b["low"] <= b["predicted"] < b["high"] and 0 <= b["observed"] <= 1 for b in result["bins"])
+    # The shipped network is informative: edges it calls likely (> 0.5) fire far more often than unlikely ones.
+    likely = [b["observed"] for b in result["bins"] if b["low"] >= 0.5]
+    unlikely = [b["observed"] for b in result["bins"] if b["high"] <= 1e-3]
+    assert min(likely) > 10 * max(unlikely) and 0 <= result["ece"] < 0.05

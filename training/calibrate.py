@@ -40,3 +40,31 @@ def calibrate_guided(bundle: Bundle, spec: CodeSpec, shots: int, seed: int,
     best = min(table, key=lambda row: (row["errors"], MATCHING_MODES.index(row["matching"]), row["mix"]))
     return {"matching": best["matching"], "mix": best["mix"], "temperature": best["temperature"], "table": table,
             "spec": spec.to_dict(), "shots": shots, "seed": seed, "matching_errors": table[0]["errors"]}
+
+
+RELIABILITY_EDGES = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def reliability_curve(bundle: Bundle, spec: CodeSpec, shots: int, seed: int) -> dict:
+    """Are the pre-decoder's edge probabilities calibrated? On DEM samples of ``spec``, edge
+    predictions are binned by predicted probability; each bin gives the mean prediction, the
+    observed frequency of the edge firing and the count. ``ece``: the count-weighted mean
+    |prediction - frequency| (expected calibration error)."""
+    pipeline = bundle.decoder(spec, pipeline="guided-matching")
+    events, _, errors = spec.dem().compile_sampler(seed=seed).sample(shots, return_errors=True)
+    truth = pipeline.geometry.edges.labels(errors)[:, pipeline.geometry.predictable]
+    logits = np.concatenate([pipeline.network_logits(events[i: i + pipeline.chunk_shots])
+                             for i in range(0, shots, pipeline.chunk_shots)])
+    predicted = (1 / (1 + np.exp(-logits.astype(np.float64)))).ravel()
+    truth = truth.ravel()
+    which = np.clip(np.searchsorted(RELIABILITY_EDGES, predicted, side="right") - 1, 0, len(RELIABILITY_EDGES) - 2)
+    bins = []
+    for index in range(len(RELIABILITY_EDGES) - 1):
+        inside = which == index
+        if inside.any():
+            bins.append({"low": RELIABILITY_EDGES[index], "high": RELIABILITY_EDGES[index + 1],
+                         "count": int(inside.sum()), "predicted": float(predicted[inside].mean()),
+                         "observed": float(truth[inside].mean())})
+    ece = sum(b["count"] * abs(b["predicted"] - b["observed"]) for b in bins) / len(predicted)
+    return {"bins": bins, "ece": ece, "edges_scored": int(len(predicted)), "spec": spec.to_dict(), "shots": shots,
+            "seed": seed}
