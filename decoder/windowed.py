@@ -232,20 +232,26 @@ class WindowedExperiments:
         return flips
 
     def _match(self, window: _Window, syndrome: np.ndarray, commit: int, carry: np.ndarray, flips: np.ndarray) -> None:
-        """Per shot: match the window, XOR committed edges' observables into ``flips`` and their
-        buffer detectors into ``carry``."""
+        """Match every shot of the window, then XOR the committed edges' observables into ``flips``
+        and their buffer detectors into ``carry`` (all shots at once)."""
         n = syndrome.shape[1]  # window detectors; n: the open top; n + 1: the space boundary
         padded = np.zeros(n + 1, dtype=bool)
         correlations = self.decoder.correlations
-        for shot in range(self.experiments):
-            if not syndrome[shot].any():
-                continue
+        decode = window.matching.decode_to_edges_array
+        shots, edges = [], []
+        for shot in np.flatnonzero(syndrome.any(axis=1)):
             padded[:n] = syndrome[shot]
-            edges = window.matching.decode_to_edges_array(padded, enable_correlations=correlations)
-            a, b = edges[:, 0], np.where(edges[:, 1] < 0, n + 1, edges[:, 1])
-            committed = np.minimum(window.slice_of[a], window.slice_of[b]) < commit
-            mask = np.bitwise_xor.reduce(window.observables[a[committed], b[committed]]) if committed.any() else 0
-            flips[shot] = [(int(mask) >> o) & 1 for o in range(flips.shape[1])]
-            reached = np.concatenate([a[committed], b[committed]])
-            reached = reached[(reached < n) & (window.slice_of[np.minimum(reached, n)] >= commit)]
-            np.bitwise_xor.at(carry[shot], reached, True)
+            found = decode(padded, enable_correlations=correlations)
+            shots.append(np.full(len(found), shot))
+            edges.append(found)
+        if not edges:
+            return
+        shot, edges = np.concatenate(shots), np.concatenate(edges)
+        a, b = edges[:, 0], np.where(edges[:, 1] < 0, n + 1, edges[:, 1])
+        committed = np.minimum(window.slice_of[a], window.slice_of[b]) < commit
+        masks = np.zeros(self.experiments, dtype=np.int64)
+        np.bitwise_xor.at(masks, shot[committed], window.observables[a[committed], b[committed]].astype(np.int64))
+        flips ^= ((masks[:, None] >> np.arange(flips.shape[1])) & 1).astype(bool)
+        for ends in (a[committed], b[committed]):
+            into_buffer = (ends < n) & (window.slice_of[ends] >= commit)
+            np.bitwise_xor.at(carry, (shot[committed][into_buffer], ends[into_buffer]), True)
