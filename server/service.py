@@ -81,10 +81,6 @@ class DecoderService(pb2_grpc.DecoderServicer):
         for batcher in self.batchers.values():
             batcher.close()
 
-    def workers_alive(self) -> dict[str, bool]:
-        """Per model: whether its batch worker runs (one that stopped is restarted by its next request)."""
-        return {name: batcher.alive for name, batcher in self.batchers.items()}
-
     # -- helpers -------------------------------------------------------------------------
     def _model(self, name: str) -> ServedModel:
         if name not in self.models:
