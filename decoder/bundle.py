@@ -178,7 +178,8 @@ class Bundle:
                 from decoder.guided import GuidedMatchingPipeline
 
                 guided = dict(section.get("guided", {}))
-                mode = matching or guided.pop("matching", "uncorrelated")
+                calibrated_mode = guided.pop("matching", "uncorrelated")
+                mode = matching or calibrated_mode
                 return GuidedMatchingPipeline(spec, runner, directions, window=section["window"],
                                               correlations=correlations_of(mode), **guided)
             from decoder.predecoder import PreDecoderPipeline

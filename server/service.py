@@ -204,8 +204,8 @@ class DecoderService(pb2_grpc.DecoderServicer):
 
     @staticmethod
     def _cut_short(what: str, key: str, state) -> str:
-        return (f"the stream ended after {state.received} rounds of {what} {quoted(key)}, which needs "
-                f"{state.expected}: no answer (mark its final round with last=true)")
+        return (f"the stream ended after {state.progress} of {what} {quoted(key)}: no answer "
+                "(mark its final round with last=true)")
 
     def _add_round(self, pending: dict, finished: dict, what: str, key: str, model_name: str, experiments: int,
                    events: bytes, last: bool, stream_corrections: bool) -> list:

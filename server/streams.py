@@ -38,8 +38,8 @@ class FixedLengthExperiments:
         return len(self.rounds)
 
     @property
-    def expected(self) -> str:
-        return f"{len(self.model.detectors_per_round)} rounds"
+    def progress(self) -> str:
+        return f"{self.received} of {len(self.model.detectors_per_round)} rounds"
 
     def slice_size(self, last: bool) -> int:
         sizes = self.model.detectors_per_round
@@ -70,8 +70,8 @@ class AnyLengthExperiments:
         return self.windows.next_slice
 
     @property
-    def expected(self) -> str:
-        return "its final data-measurement slice (last=true)"
+    def progress(self) -> str:
+        return f"{self.received} rounds, before the final data-measurement slice"
 
     def slice_size(self, last: bool) -> int:
         windowed = self.model.windowed
