@@ -137,8 +137,7 @@ class GuidedMatchingPipeline(Decoder):
             raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
         self.spec = spec
         self.geometry = PreDecoderGeometry(spec, directions)
-        rounds, _, height, width = self.geometry.logit_shape
-        self.chunk_shots = int(np.clip((1 << 20) // (rounds * height * width), 64, 4096))
+        self.chunk_shots = self.geometry.chunk_shots
         self.runner = runner
         self.window = window
         self.mix = mix

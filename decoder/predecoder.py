@@ -20,6 +20,7 @@ from decoder.layout import Layout
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 
+CHUNK_CELLS = 1 << 20  # (round, y, x) cells per network call
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 windows [N, 2W, H, W] -> logits [N, D, H, W]
 
 
@@ -61,6 +62,13 @@ class PreDecoderGeometry:
              self.layout.x_index[anchor]), self.logit_shape)
 
     @property
+    def chunk_shots(self) -> int:
+        """Shots per network call: about CHUNK_CELLS (round, y, x) cells, so activation memory is
+        bounded at any distance."""
+        rounds, _, height, width = self.logit_shape
+        return int(np.clip(CHUNK_CELLS // (rounds * height * width), 64, 4096))
+
+    @property
     def logit_mask(self) -> np.ndarray:
         """``bool [T, D, H, W]``: True where an edge has its logit."""
         mask = np.zeros(int(np.prod(self.logit_shape)), dtype=bool)
@@ -90,7 +98,6 @@ class PreDecoderPipeline(Decoder):
     """
 
     name = "predecoder+matching"
-    CHUNK_CELLS = 1 << 20  # (round, y, x) cells per network call: bounds activation memory at any distance
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
                  threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False,
@@ -99,8 +106,7 @@ class PreDecoderPipeline(Decoder):
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
         self.spec = spec
         self.geometry = PreDecoderGeometry(spec, directions)
-        rounds, _, height, width = self.geometry.logit_shape
-        self.chunk_shots = int(np.clip(self.CHUNK_CELLS // (rounds * height * width), 64, 4096))
+        self.chunk_shots = self.geometry.chunk_shots
         self.runner = runner
         self.window = window
         self.logit_threshold = probability_logit(threshold)
