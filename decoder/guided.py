@@ -79,10 +79,12 @@ class WeightedMatcher:
         self.solver = fusion_blossom.SolverSerial(initializer)
         self.edge_observables = edges.observables.astype(np.uint8)
         self.detector_edges = scipy.sparse.csr_matrix(edges.incidence.T)  # [N, E]
-        self.correlations = None
+        self.correlations = None  # per edge: (partner edges, their conditional integer weights)
         if correlations is not None:
-            self.correlations = correlations.copy()
-            self.correlations.data = self.to_int(correlations.data[None, :])[0]
+            correlations = correlations.tocsr()
+            weights_int = self.to_int(correlations.data[None, :])[0]
+            bounds = zip(correlations.indptr[:-1], correlations.indptr[1:])
+            self.correlations = [(correlations.indices[a:b].tolist(), weights_int[a:b].tolist()) for a, b in bounds]
 
     @staticmethod
     def to_int(weights: np.ndarray) -> np.ndarray:
@@ -106,10 +108,11 @@ class WeightedMatcher:
             shot_weights = dict(zip(edges.tolist(), integer[shot, edges].tolist()))
             matched = self._match(defects, shot_weights)
             if self.correlations is not None:
-                partners = self.correlations[matched]
-                for edge, weight in zip(partners.indices.tolist(), partners.data.tolist()):
-                    if weight < shot_weights.get(edge, integer[shot, edge]):
-                        shot_weights[edge] = weight
+                row = integer[shot]
+                for partners, weights in (self.correlations[edge] for edge in matched):
+                    for edge, weight in zip(partners, weights):
+                        if weight < shot_weights.get(edge, row[edge]):
+                            shot_weights[edge] = weight
                 matched = self._match(defects, shot_weights)
             flips[shot] = self.edge_observables[matched].sum(axis=0)
         return (flips & 1).astype(bool)
