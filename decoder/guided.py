@@ -21,8 +21,8 @@ import scipy.sparse
 from decoder.edges import Direction, EdgeTable
 from decoder.errors import NqecError
 from decoder.events import as_bool_events
-from decoder.interface import DecodeResult, Decoder, Stage
-from decoder.predecoder import PreDecoderGeometry, Runner, round_windows
+from decoder.interface import DecodeResult, Stage
+from decoder.predecoder import NetworkPipeline, Runner
 from decoder.spec import CodeSpec
 
 WEIGHT_SCALE = 1000  # fusion-blossom weights are even integers: log-odds x 1000, rounded to even
@@ -125,7 +125,7 @@ class WeightedMatcher:
         return matched
 
 
-class GuidedMatchingPipeline(Decoder):
+class GuidedMatchingPipeline(NetworkPipeline):
     """``guided-matching``: the pre-decoder's edge logits, mixed with the DEM prior, weight matching.
 
     ``mix`` (0: the prior alone, plain matching; 1: the network alone), ``temperature``
@@ -138,24 +138,12 @@ class GuidedMatchingPipeline(Decoder):
                  mix: float = 0.5, temperature: float = 1.0, correlations: bool = False):
         if not 0 <= mix <= 1 or temperature <= 0:
             raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
-        self.spec = spec
-        self.geometry = PreDecoderGeometry(spec, directions)
-        self.chunk_shots = self.geometry.chunk_shots
-        self.runner = runner
-        self.window = window
+        super().__init__(spec, runner, directions, window)
         self.mix = mix
         self.temperature = temperature
         self.prior = prior_logits(spec.dem(), self.geometry.edges)
         self.matcher = WeightedMatcher(self.geometry.edges, -self.prior,
                                        conditional_weights(spec.dem(), self.geometry.edges) if correlations else None)
-        self.num_detectors = spec.dem().num_detectors
-        self.num_observables = spec.dem().num_observables
-
-    def network_logits(self, bits: np.ndarray) -> np.ndarray:
-        """``float32 [S, E_predictable]``: the network's logit of every edge it predicts, per shot."""
-        geometry = self.geometry
-        logits = self.runner(round_windows(geometry.layout.to_dense(bits), self.window))
-        return geometry.edge_logits(logits, len(bits))
 
     def mixed_logits(self, network: np.ndarray, mix: float | None = None,
                      temperature: float | None = None) -> np.ndarray:

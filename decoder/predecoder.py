@@ -87,7 +87,27 @@ class PreDecoderGeometry:
         return logits.reshape(shots, -1)[:, self.logit_index]
 
 
-class PreDecoderPipeline(Decoder):
+class NetworkPipeline(Decoder):
+    """What every pipeline around a pre-decoder network shares: its geometry on ``spec``, the
+    network (``runner``, a ``window`` of rounds per input) and its chunk size."""
+
+    def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int):
+        self.spec = spec
+        self.geometry = PreDecoderGeometry(spec, directions)
+        self.chunk_shots = self.geometry.chunk_shots
+        self.runner = runner
+        self.window = window
+        self.num_detectors = spec.dem().num_detectors
+        self.num_observables = spec.dem().num_observables
+
+    def network_logits(self, bits: np.ndarray) -> np.ndarray:
+        """``float32 [S, E_predictable]``: the network's logit of every edge it predicts, per shot."""
+        geometry = self.geometry
+        logits = self.runner(round_windows(geometry.layout.to_dense(bits), self.window))
+        return geometry.edge_logits(logits, len(bits))
+
+
+class PreDecoderPipeline(NetworkPipeline):
     """``predecoder+matching``: apply edges with probability > ``threshold``, match the residual.
 
     With ``require_lit`` an edge is applied only if all its detectors fired, so the
@@ -104,25 +124,18 @@ class PreDecoderPipeline(Decoder):
                  correlations: bool = False):
         if not 0 < threshold < 1:
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
-        self.spec = spec
-        self.geometry = PreDecoderGeometry(spec, directions)
-        self.chunk_shots = self.geometry.chunk_shots
-        self.runner = runner
-        self.window = window
+        super().__init__(spec, runner, directions, window)
         self.logit_threshold = probability_logit(threshold)
         self.require_lit = require_lit
         self.isolated_only = isolated_only
         self.matching = MatchingDecoder(spec.dem(), correlations=correlations)
-        self.num_detectors = self.matching.num_detectors
-        self.num_observables = self.matching.num_observables
 
     def predecode(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns ``(residual events, observable flips of applied edges, edges applied per shot)``."""
         bits = as_bool_events(events, self.num_detectors)
         shots = bits.shape[0]
         geometry = self.geometry
-        logits = self.runner(round_windows(geometry.layout.to_dense(bits), self.window))
-        chosen = geometry.edge_logits(logits, shots) > self.logit_threshold
+        chosen = self.network_logits(bits) > self.logit_threshold
         selected = np.zeros((shots, geometry.edges.num_edges), dtype=bool)
         selected[:, geometry.predictable] = chosen
         if self.require_lit:
