@@ -199,4 +199,22 @@ class Bundle:
         """Name, kind, spec, size and measured metrics, as ``nqec models`` shows them."""
         return {"name": self.name, "kind": self.kind, "path": str(self.path), "spec": self.spec.to_dict(),
                 "parameters": self.manifest.get("parameters"), "metrics": self.manifest.get("metrics", {}),
-                "training": self.manifest.get("training", {})}
+                "training": self.manifest.get("training", {}),
+                "training_totals": lineage_totals(self.manifest.get("training", {}))}
+
+
+def lineage_totals(provenance: dict) -> dict:
+    """Samples and wall time of a run and every run it was fine-tuned from, with their machines.
+
+    Example:
+        >>> lineage_totals({"samples": 10, "wall_seconds": 2.0, "machine": "b", "parent": {"samples": 5,
+        ...                 "wall_seconds": 1.0, "machine": "a"}})
+        {'samples': 15, 'wall_seconds': 3.0, 'machines': ['a', 'b']}
+    """
+    runs = []
+    while provenance:
+        runs.append(provenance)
+        provenance = provenance.get("parent")
+    return {"samples": sum(run.get("samples", 0) for run in runs),
+            "wall_seconds": sum(run.get("wall_seconds", 0.0) for run in runs),
+            "machines": [run.get("machine", "-") for run in reversed(runs)]}

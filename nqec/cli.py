@@ -149,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     common = dict(distance=args.distance, rounds=args.rounds, ps=tuple(args.p), basis=args.basis, noise=args.noise,
                   steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, val_every=args.val_every,
-                  val_shots=args.val_shots, out=args.out, resume=args.resume)
+                  val_shots=args.val_shots, out=args.out, resume=args.resume, init_from=args.init_from,
+                  workers=args.workers)
     if args.model_kind == "predecoder":
         from training.train_predecoder import PreDecoderConfig, train_predecoder
 
@@ -245,10 +246,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{measured['ler_ratio']:.3f}, "
             f"{'-' if measured.get('correlated_ratio') is None else format(measured['correlated_ratio'], '.3f')} "
             f"({measured['shots']:,}{'' if key == own else ', ' + key.removeprefix('evaluate ')})")
-        training = s["training"]
+        totals = s["training_totals"]
         table.add_row(s["name"], s["kind"], spec.label(), f"{s['parameters']:,}", ratio,
-                      f"{training.get('machine', '-')}, {training.get('wall_seconds', 0) / 60:.0f} min, "
-                      f"{training.get('samples', 0):,} samples")
+                      f"{' then '.join(totals['machines'])}, {totals['wall_seconds'] / 60:.0f} min, "
+                      f"{totals['samples']:,} samples")
     print_table(table)
     return 0
 
@@ -527,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--val-shots", type=_positive_int, default=20_000)
         sub.add_argument("--out", default=f"runs/{kind}", help="run directory: checkpoint, metrics, bundle")
         sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        sub.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                         help="start from this checkpoint's weights with a fresh schedule (fine-tuning); "
+                              "its provenance is kept in the new one")
+        sub.add_argument("--workers", type=int, default=0,
+                         help="DataLoader processes drawing Stim samples (default 0: in the training process)")
         if kind == "predecoder":
             sub.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of positive edges")
             sub.add_argument("--threshold", type=float, default=None,

@@ -48,6 +48,37 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert any(changed)
 
 
+def test_fine_tuning_starts_from_the_weights_and_keeps_the_lineage(tmp_path):
+    from decoder.bundle import lineage_totals
+
+    config = TransformerConfig(distance=3, ps=(0.01,), steps=4, batch=32, val_every=4, val_shots=200,
+                               fallback_threshold=0.0, out=str(tmp_path / "parent"))
+    parent = load_checkpoint(train_transformer(config))
+    config.steps, config.lr, config.out = 1, 1e-12, str(tmp_path / "child")
+    config.init_from = str(tmp_path / "parent" / "checkpoint.pt")
+    child = load_checkpoint(train_transformer(config))
+    assert child["step"] == 1  # a fresh schedule, not a resume
+    assert all(torch.allclose(parent["model"][k], child["model"][k], atol=1e-6) for k in parent["model"])
+    totals = lineage_totals(child["provenance"])
+    assert totals["samples"] == 4 * 32 + 1 * 32 and len(totals["machines"]) == 2
+
+
+def test_background_workers_draw_the_same_stream_as_the_training_process():
+    import functools
+
+    from decoder.spec import CodeSpec
+    from training.data import CircuitStream, sharded_batches
+
+    stream = functools.partial(CircuitStream, CodeSpec(3, 3, 0.01), 64, 7)
+    here, background = sharded_batches(stream, 0, 1, workers=0), sharded_batches(stream, 0, 1, workers=1)
+    for _ in range(3):
+        (events, flips), (events_bg, flips_bg) = next(here), next(background)
+        assert (events == events_bg.numpy()).all() and (flips == flips_bg.numpy()).all()
+    two = sharded_batches(stream, 0, 1, workers=2)
+    first, second = next(two)[0].numpy(), next(two)[0].numpy()
+    assert not (first == second).all()  # two workers, two independent shards
+
+
 def test_fallback_threshold_is_calibrated_when_not_given(tmp_path):
     config = TransformerConfig(distance=3, ps=(0.01,), steps=4, batch=32, val_every=4, val_shots=500, out=str(tmp_path))
     checkpoint = load_checkpoint(train_transformer(config))

@@ -8,7 +8,7 @@ reproducible from ``(seed, world_size, num_workers)``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import stim
@@ -102,3 +102,42 @@ class DemStream(_MixtureStream):
 
     def _draw(self, sampler: stim.CompiledDemSampler) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return sampler.sample(self.batch_size, return_errors=True)
+
+
+class _ShardedInWorkers:
+    """An iterable dataset that runs ``stream_for(shard)`` in each DataLoader worker, one shard each."""
+
+    def __init__(self, stream_for: Callable[[Shard], Iterable], rank: int, world_size: int):
+        self.stream_for, self.rank, self.world_size = stream_for, rank, world_size
+
+    def __iter__(self):
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return iter(self.stream_for(Shard(self.rank, self.world_size, *workers)))
+
+
+def sharded_batches(stream_for: Callable[[Shard], Iterable], rank: int, world_size: int, workers: int = 0) -> Iterator:
+    """Batches of ``stream_for(shard)``, drawn in this process (``workers=0``) or in ``workers``
+    DataLoader processes, each with its own shard (numpy arrays arrive as torch tensors).
+
+    ``workers=1`` draws the same stream as ``workers=0``, in the background.
+
+    Example:
+        >>> import functools
+        >>> batches = sharded_batches(functools.partial(CircuitStream, CodeSpec(3, 3, 0.003), 8, 1), 0, 1)
+        >>> next(batches)[0].shape
+        (8, 24)
+    """
+    if workers == 0:
+        return iter(stream_for(Shard(rank=rank, world_size=world_size)))
+    import torch.utils.data
+
+    class Dataset(_ShardedInWorkers, torch.utils.data.IterableDataset):
+        pass
+
+    loader = torch.utils.data.DataLoader(Dataset(stream_for, rank, world_size), batch_size=None, num_workers=workers,
+                                         prefetch_factor=4, persistent_workers=True,
+                                         pin_memory=torch.cuda.is_available())
+    return iter(loader)

@@ -114,6 +114,8 @@ class TrainConfig:
     val_shots: int = 20_000
     out: str = "runs/model"
     resume: bool = False
+    init_from: str | None = None  # a checkpoint whose weights start a new run (fine-tuning), if not resuming
+    workers: int = 0  # DataLoader processes drawing samples (0: in the training process)
 
     def specs(self):
         """One CodeSpec per training p (the data is a mixture over them)."""
@@ -169,12 +171,17 @@ def fit(task: TrainingTask, config: TrainConfig, distributed: Distributed, comma
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start_step, elapsed_before, metrics = 0, 0.0, {}
+    start_step, elapsed_before, metrics, parent = 0, 0.0, {}, None
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, elapsed_before, metrics = state["step"], state["provenance"]["wall_seconds"], state["metrics"]
+        parent = state["provenance"].get("parent")
+    elif config.init_from:
+        state = load_checkpoint(Path(config.init_from))
+        model.load_state_dict(state["model"])
+        parent = state["provenance"]
     train_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
     # A resumed run draws fresh data: the stream's seed includes the step it starts from.
     started = time.time()  # wall time includes preparing the data (e.g. counting a syndrome table)
@@ -186,7 +193,8 @@ def fit(task: TrainingTask, config: TrainConfig, distributed: Distributed, comma
             "command": command, "seed": config.seed, "steps": step,
             "samples": step * config.batch * distributed.world_size,
             "wall_seconds": elapsed_before + time.time() - started, "machine": machine_description(device),
-            "world_size": distributed.world_size, "torch": torch.__version__,
+            "world_size": distributed.world_size, "data_workers": config.workers, "torch": torch.__version__,
+            **({"parent": parent} if parent else {}),
         }
         save_checkpoint(checkpoint_path, {
             "kind": task.kind, "config": dataclasses.asdict(config), "model": model.state_dict(),

@@ -7,6 +7,7 @@ class-weighted binary cross-entropy over every (round, direction, cell) that has
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
 from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, probability_logit, round_windows
-from training.data import DemStream, Shard
+from training.data import DemStream, Shard, sharded_batches
 from training.evaluate import evaluate
 from training.loop import TrainConfig, TrainingTask, pick_size, train
 
@@ -40,6 +41,18 @@ def torch_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8192
     return run
 
 
+def window_inputs_and_targets(geometry: PreDecoderGeometry, window: int, events: np.ndarray,
+                              errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs (round windows) and edge targets of DEM samples, both ``[shots * T, ...]``."""
+    windows = round_windows(geometry.layout.to_dense(events), window)
+    return windows, geometry.targets(geometry.edges.labels(errors))
+
+
+def _windows_and_targets(specs, batch: int, seed: int, geometry: PreDecoderGeometry, window: int, shard: Shard):
+    for events, _, errors in DemStream(specs, batch, seed, shard):
+        yield window_inputs_and_targets(geometry, window, events, errors)
+
+
 class PreDecoderTask(TrainingTask):
     kind = "predecoder"
 
@@ -56,17 +69,19 @@ class PreDecoderTask(TrainingTask):
         self.isolated_only = False
 
     def batches(self, seed: int, rank: int, world_size: int):
-        return iter(DemStream(self.config.specs(), self.config.batch, seed, Shard(rank=rank, world_size=world_size)))
+        stream = functools.partial(_windows_and_targets, self.config.specs(), self.config.batch, seed, self.geometry,
+                                   self.window)
+        return sharded_batches(stream, rank, world_size, self.config.workers)
 
     def inputs_and_targets(self, events: np.ndarray, errors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        windows = round_windows(self.geometry.layout.to_dense(events), self.window)
-        targets = self.geometry.targets(self.geometry.edges.labels(errors))
-        return torch.from_numpy(windows).to(self.device), torch.from_numpy(targets).to(self.device)
+        return self._on_device(window_inputs_and_targets(self.geometry, self.window, events, errors))
+
+    def _on_device(self, pair) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.as_tensor(array).to(self.device, non_blocking=True) for array in pair)
 
     def loss(self, model, batch) -> torch.Tensor:
-        events, _, errors = batch
-        x, y = self.inputs_and_targets(events, errors)
-        mask = self.mask.repeat(len(events), 1, 1, 1)
+        x, y = self._on_device(batch)
+        mask = self.mask.repeat(len(x) // self.mask.shape[0], 1, 1, 1)
         return F.binary_cross_entropy_with_logits(model(x)[mask].float(), y[mask], pos_weight=self.pos_weight)
 
     def pipeline(self, model, threshold: float, isolated_only: bool = False) -> PreDecoderPipeline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from decoder.layout import Layout
 from decoder.nets import TRANSFORMER_SIZES, TransformerDecoderNet
 from decoder.transformer import TransformerPipeline
-from training.data import CircuitStream, Shard
+from training.data import CircuitStream, Shard, sharded_batches
 from training.evaluate import evaluate
 from training.loop import TrainConfig, TrainingTask, pick_size, train
 from training.syndrome_table import SyndromeTable
@@ -48,9 +49,10 @@ class TransformerTask(TrainingTask):
         self.table_summary: dict | None = None
 
     def batches(self, seed: int, rank: int, world_size: int):
-        shard = Shard(rank=rank, world_size=world_size)
         if not self.config.table_shots:
-            return iter(CircuitStream(self.config.specs(), self.config.batch, seed, shard))
+            stream = functools.partial(CircuitStream, self.config.specs(), self.config.batch, seed)
+            return sharded_batches(stream, rank, world_size, self.config.workers)
+        shard = Shard(rank=rank, world_size=world_size)
         # Every rank counts the same table (the run's seed); ranks draw different batches from it.
         start = time.perf_counter()
         table = SyndromeTable.sample(self.config.specs(), self.config.table_shots, self.config.seed)
@@ -60,10 +62,10 @@ class TransformerTask(TrainingTask):
 
     def loss(self, model, batch) -> torch.Tensor:
         """BCE against observable flips (raw samples) or flip rates weighted per syndrome (a table)."""
-        events, targets = batch[:2]
+        events, targets = (np.asarray(array) for array in batch[:2])
         x = torch.from_numpy(self.layout.to_dense(events)).to(self.device)
         y = torch.from_numpy(targets.astype(np.float32, copy=False)).to(self.device)
-        weight = torch.from_numpy(batch[2]).to(self.device)[:, None] if len(batch) == 3 else None
+        weight = torch.as_tensor(batch[2]).to(self.device)[:, None] if len(batch) == 3 else None
         return F.binary_cross_entropy_with_logits(model(x).float(), y, weight=weight)
 
     def pipeline(self, model, fallback_threshold: float) -> TransformerPipeline:
