@@ -7,7 +7,16 @@ STAMP := $(VENV)/.installed
 FPGA_MODEL ?= predecoder-fpga
 FPGA_DIR ?= out/fpga/$(FPGA_MODEL)
 
-.PHONY: test demo install reference clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report
+RTL_D ?= 13
+RTL_DIR ?= out/fpga/rtl-d$(RTL_D)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages of the open RTL flow, installed when missing: $(call debian,COMMAND,PACKAGE)
+debian = command -v $(1) >/dev/null || $(SUDO) apt-get install -y -qq --no-install-recommends $(2) >/dev/null \
+	|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(2) >/dev/null; } \
+	|| { echo "could not install $(1) (Debian package $(2)); install it and re-run" >&2; exit 1; }
+
+.PHONY: test demo install reference clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report \
+	fpga-tools fpga-rtl fpga-rtlsim fpga-yosys
 
 $(STAMP): pyproject.toml setup.py proto/decoder.proto
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +29,7 @@ $(STAMP): pyproject.toml setup.py proto/decoder.proto
 install: $(STAMP)
 
 test: $(STAMP)
+	@$(call debian,iverilog,iverilog)
 	$(BIN)/python -m pytest
 
 reference: $(STAMP)
@@ -47,6 +57,22 @@ fpga-bitstream: fpga-export
 
 fpga-report: $(STAMP)
 	$(BIN)/nqec fpga report $(FPGA_DIR)
+
+# Open RTL flow (no vendor tools): da4ml kernels, Verilator/Icarus simulation, yosys estimate.
+fpga-tools: $(STAMP)
+	@$(call debian,iverilog,iverilog)
+	@$(call debian,yosys,yosys)
+	$(BIN)/python -m pip install --quiet -e '.[rtl]'
+
+fpga-rtl: $(STAMP)
+	$(BIN)/nqec fpga rtl --model $(FPGA_MODEL) -d $(RTL_D) --out $(RTL_DIR)
+
+fpga-rtlsim: fpga-tools
+	$(BIN)/nqec fpga rtlsim --model $(FPGA_MODEL) -d $(RTL_D) --windows 10000 --out $(RTL_DIR) \
+		--json out/fpga/rtlsim-d$(RTL_D).json
+
+fpga-yosys: fpga-tools fpga-rtl
+	$(BIN)/nqec fpga synth-open --rtl $(RTL_DIR) --json out/fpga/yosys-d$(RTL_D).json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -130,15 +130,17 @@ class Bundle:
         name = self.manifest["onnx"]["inputs"][0]["name"]
         return self.session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
-    def stim_inputs(self, shots: int, seed: int) -> tuple[np.ndarray, int]:
-        """Network inputs for ``shots`` Stim shots at the bundle's spec, and the input rows per shot
-        (a pre-decoder sees one window per round, a transformer one dense syndrome per shot)."""
-        events, _ = self.spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
-        dense = self.layout.to_dense(events)
+    def stim_inputs(self, shots: int, seed: int, spec: CodeSpec | None = None) -> tuple[np.ndarray, int]:
+        """Network inputs for ``shots`` Stim shots at ``spec`` (default: the bundle's), and the input
+        rows per shot (a pre-decoder sees one window per round, a transformer one dense syndrome per shot)."""
+        spec = spec or self.spec
+        layout = self.layout if spec == self.spec else Layout.from_circuit(spec.circuit())
+        events, _ = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
+        dense = layout.to_dense(events)
         if self.kind == "predecoder":
             from decoder.predecoder import round_windows
 
-            return round_windows(dense, self.manifest["predecoder"]["window"]), self.layout.shape[1]
+            return round_windows(dense, self.manifest["predecoder"]["window"]), layout.shape[1]
         return dense, 1
 
     @property

@@ -53,9 +53,17 @@ def load_torch_model(bundle: Bundle) -> PreDecoderCNN:
     return network_from_bundle(bundle)
 
 
-def stim_windows(bundle: Bundle, shots: int, seed: int) -> np.ndarray:
-    """Round windows of Stim shots at the bundle's spec: the FPGA's real inputs."""
-    return bundle.stim_inputs(shots, seed)[0]
+def stim_windows(bundle: Bundle, shots: int, seed: int, distance: int | None = None) -> np.ndarray:
+    """Round windows of Stim shots at the bundle's spec (or at another distance, rounds = distance):
+    the FPGA's real inputs."""
+    spec = None if distance is None else dataclasses.replace(bundle.spec, distance=distance, rounds=distance)
+    return bundle.stim_inputs(shots, seed, spec)[0]
+
+
+def fixed_point_layers(bundle: Bundle, precision: str = "auto", profile_shots: int = 2000,
+                       seed: int = 0) -> list[ConvLayer]:
+    """The bundle's network on fixed-point grids (``auto``: profiled on Stim windows at its spec)."""
+    return choose_layers(load_torch_model(bundle), stim_windows(bundle, profile_shots, seed), precision)
 
 
 def _convs(model: PreDecoderCNN) -> list[tuple[str, torch.nn.Conv2d, bool]]:
@@ -123,14 +131,13 @@ def convert(bundle_name: str, out: str | Path, part: str = DEFAULT_PART, clock_n
 
     bundle = Bundle.load(bundle_name)
     model = load_torch_model(bundle)
-    windows = stim_windows(bundle, profile_shots, seed)
-    layers = choose_layers(model, windows, precision)
+    layers = fixed_point_layers(bundle, precision, profile_shots, seed)
     quantized = copy.deepcopy(model)
     with torch.no_grad():
         for (name, conv, _), layer in zip(_convs(quantized), layers):
             conv.weight.copy_(torch.from_numpy(layer.weight))
             conv.bias.copy_(torch.from_numpy(layer.bias))
-    input_shape = tuple(windows.shape[1:])
+    input_shape = (2 * bundle.manifest["predecoder"]["window"], *bundle.layout.shape[2:])
     config = hls_config(quantized, layers, input_shape, reuse_factor)
     out = Path(out)
     hls_model = hls4ml.converters.convert_from_pytorch_model(

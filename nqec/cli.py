@@ -451,6 +451,83 @@ def cmd_fpga_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rtl_design(model: str, distance: int, out: str, precision: str):
+    """Write the RTL of ``model`` for a ``distance`` grid into ``out`` (the layers profiled at its own spec)."""
+    from decoder.bundle import Bundle
+    from fpga.convert import fixed_point_layers, stim_windows
+    from fpga.rtl import write_rtl
+
+    bundle = Bundle.load(model)
+    if bundle.kind != "predecoder":
+        raise NqecError(f"the FPGA flow takes a predecoder bundle; {bundle.name!r} is a {bundle.kind}")
+    layers = fixed_point_layers(bundle, precision)
+    windows = stim_windows(bundle, 1, 0, distance)
+    return write_rtl(layers, windows.shape[1], windows.shape[2:], out,
+                     {"model": bundle.name, "distance": distance, "precision": precision}), bundle, layers
+
+
+def cmd_fpga_rtl(args: argparse.Namespace) -> int:
+    design, _, _ = _rtl_design(args.model, args.distance, args.out, args.precision)
+    s = design.settings
+    print(f"wrote RTL of {s['model']} for d={args.distance} ({s['grid'][0]}x{s['grid'][1]} pixels) to {args.out}: "
+          f"top {s['top']}, {len(design.kernels)} da4ml kernels (adder cost {s['da4ml_cost']:,.0f}), "
+          f"{s['cycles_per_window']} cycles per round window, latency ~{s['latency_cycles_model']} cycles")
+    return 0
+
+
+def cmd_fpga_rtlsim(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from fpga.convert import INPUT_TYPE, stim_windows
+    from fpga.fixed import emulate
+    from fpga.rtlsim import simulate
+    from training.report import command_line, write_json
+
+    with tempfile.TemporaryDirectory() as scratch:
+        design, bundle, layers = _rtl_design(args.model, args.distance, args.out or f"{scratch}/rtl", args.precision)
+        rounds = args.distance
+        windows = stim_windows(bundle, -(-args.windows // rounds), args.seed, args.distance)[: args.windows]
+        logits, cycles = simulate(design, windows, args.work or f"{scratch}/sim", args.simulator, args.gap)
+    expected = emulate(layers, INPUT_TYPE, windows)
+    mismatched = ~np.all((logits == expected).reshape(len(windows), -1), axis=1)
+    result = {"model": bundle.name, "distance": args.distance, "grid": design.settings["grid"],
+              "simulator": args.simulator, "windows": len(windows), "mismatches": int(mismatched.sum()),
+              "mismatched_logits": int((logits != expected).sum()), "gap_cycles": args.gap, **cycles,
+              "cycles_per_window_without_gap": cycles["cycles_per_window"] - args.gap, "seed": args.seed,
+              "command": command_line()}
+    print(f"{args.simulator} simulation of {bundle.name} at d={args.distance}: {result['mismatches']} of "
+          f"{len(windows):,} Stim windows differ from the fixed-point emulation; "
+          f"{result['cycles_per_window_without_gap']:.0f} cycles per round window, "
+          f"latency {cycles['latency_cycles']} cycles (last pixel in -> last logit out)")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0 if result["mismatches"] == 0 else 1
+
+
+def cmd_fpga_synth_open(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from fpga.rtl import RtlDesign
+    from fpga.synth_open import synthesize
+    from training.report import command_line
+
+    design = RtlDesign.load(args.rtl)
+    result = {**synthesize(design, args.work or f"{args.rtl}/yosys", family=args.family),
+              "model": design.settings.get("model"), "distance": design.settings.get("distance"),
+              "command": command_line()}
+    table = Table(title=f"{design.settings.get('model')} at d={design.settings.get('distance')}: {result['label']}")
+    for column in ("resource", "count", "of a VU13P"):
+        table.add_column(column, justify="right")
+    for key in ("LUT", "FF", "CARRY", "DSP", "BRAM"):
+        share = result["fraction_of_vu13p"].get(key)
+        table.add_row(key, f"{result[key]:,}", "-" if share is None else f"{share:.1%}")
+    _emit(table, result, args.json)
+    return 0
+
+
 def cmd_bench_inference(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -630,6 +707,31 @@ def build_parser() -> argparse.ArgumentParser:
     fpga_report.add_argument("project", nargs="?", default="out/fpga/predecoder-fpga")
     fpga_report.add_argument("--json", default=None)
     fpga_report.set_defaults(func=cmd_fpga_report)
+
+    fpga_rtl = fpga_commands.add_parser("rtl", help="open Verilog of the whole pre-decoder (da4ml kernels, streaming top)")
+    fpga_rtl.add_argument("--model", default="predecoder-fpga")
+    fpga_rtl.add_argument("-d", "--distance", type=_positive_int, default=13, help="grid of this code distance")
+    fpga_rtl.add_argument("--precision", default="auto")
+    fpga_rtl.add_argument("--out", default="out/fpga/rtl")
+    fpga_rtl.set_defaults(func=cmd_fpga_rtl)
+    fpga_rtlsim = fpga_commands.add_parser("rtlsim", help="simulate the RTL on Stim windows vs the fixed-point emulation")
+    fpga_rtlsim.add_argument("--model", default="predecoder-fpga")
+    fpga_rtlsim.add_argument("-d", "--distance", type=_positive_int, default=5)
+    fpga_rtlsim.add_argument("--windows", type=_positive_int, default=10_000, help="round windows to simulate")
+    fpga_rtlsim.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    fpga_rtlsim.add_argument("--gap", type=int, default=0, help="idle cycles between windows")
+    fpga_rtlsim.add_argument("--precision", default="auto")
+    fpga_rtlsim.add_argument("--out", default=None, help="keep the RTL here")
+    fpga_rtlsim.add_argument("--work", default=None, help="keep the simulation build here")
+    fpga_rtlsim.add_argument("--seed", type=int, default=1)
+    fpga_rtlsim.add_argument("--json", default=None)
+    fpga_rtlsim.set_defaults(func=cmd_fpga_rtlsim)
+    fpga_synth = fpga_commands.add_parser("synth-open", help="yosys resource estimate of the RTL (no place-and-route)")
+    fpga_synth.add_argument("--rtl", default="out/fpga/rtl", help="a directory written by nqec fpga rtl")
+    fpga_synth.add_argument("--family", default="xcup", help="yosys synth_xilinx family (xcup: UltraScale+)")
+    fpga_synth.add_argument("--work", default=None)
+    fpga_synth.add_argument("--json", default=None)
+    fpga_synth.set_defaults(func=cmd_fpga_synth_open)
 
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

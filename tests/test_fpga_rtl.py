@@ -1,0 +1,61 @@
+"""The open RTL flow: da4ml kernels in the streaming top, simulated with Icarus Verilog bit for bit
+against the fixed-point emulation (make test installs iverilog)."""
+
+import numpy as np
+import pytest
+
+from decoder.bundle import Bundle
+from decoder.errors import NqecError
+from fpga.convert import INPUT_TYPE, fixed_point_layers, stim_windows
+from fpga.fixed import ConvLayer, FixedType, emulate
+from fpga.rtl import RtlDesign, window_latency, write_rtl
+from fpga.rtlsim import simulate
+
+
+def _tiny_layers(seed: int) -> list[ConvLayer]:
+    """A 3x3 then a 1x1 layer with random weights: small enough to simulate in a second."""
+    rng = np.random.default_rng(seed)
+    weight, accum = FixedType(6, 1, "AP_RND", "AP_SAT"), FixedType(20, 8)
+    result = FixedType(8, 3, "AP_RND", "AP_SAT")
+    shapes = [(3, 6, 3, 3, True), (2, 3, 1, 1, False)]
+    return [ConvLayer(f"net_{i}", weight.quantize(rng.normal(0, 0.6, shape[:4])), accum.quantize(rng.normal(0, 0.5, shape[0])),
+                      weight, accum, result, shape[4]) for i, shape in enumerate(shapes)]
+
+
+def test_line_buffer_borders_on_a_non_square_grid(tmp_path):
+    """Every pixel of a 3x5 grid, corners and edges included, all-ones and random windows, with
+    and without gaps between windows."""
+    layers = _tiny_layers(seed=3)
+    design = write_rtl(layers, 6, (3, 5), tmp_path / "rtl")
+    rng = np.random.default_rng(4)
+    windows = np.concatenate([np.ones((1, 6, 3, 5)), (rng.random((6, 6, 3, 5)) < 0.3)]).astype(np.float64)
+    expected = emulate(layers, INPUT_TYPE, windows)
+    assert np.abs(expected).max() > 0  # the check compares non-trivial logits
+    for gap in (0, 4):
+        logits, cycles = simulate(design, windows, tmp_path / f"sim{gap}", "icarus", gap=gap)
+        assert np.array_equal(logits, expected)
+        assert cycles["cycles_per_window"] == 15 + gap  # one pixel per cycle
+
+
+def test_shipped_predecoder_rtl_is_bit_exact_on_stim_windows(tmp_path):
+    """predecoder-fpga's RTL for a d=3 grid against the emulation on Stim windows; the measured
+    latency is the kernels' pipelines plus the line buffers."""
+    bundle = Bundle.load("predecoder-fpga")
+    layers = fixed_point_layers(bundle, profile_shots=500)
+    windows = stim_windows(bundle, 2, seed=7, distance=3)[:4]
+    windows[0] = 1.0  # saturating, every event set
+    design = write_rtl(layers, windows.shape[1], windows.shape[2:], tmp_path / "rtl")
+    logits, cycles = simulate(design, windows, tmp_path / "sim", "icarus", gap=1)
+    assert np.array_equal(logits, emulate(layers, INPUT_TYPE, windows))
+    assert cycles["cycles_per_window"] == 16 + 1
+    pipeline = sum(k.latency + (window_latency(4) if k.taps == 9 else 0) for k in design.kernels)
+    assert pipeline <= cycles["latency_cycles"] <= pipeline + 4
+    assert RtlDesign.load(tmp_path / "rtl").settings["grid"] == [4, 4]
+
+
+def test_windows_of_another_grid_are_refused(tmp_path):
+    design = write_rtl(_tiny_layers(seed=1), 6, (3, 5), tmp_path / "rtl")
+    with pytest.raises(NqecError, match=r"6 channels on a 4x4 grid; the RTL .* takes 6 on \[3, 5\]"):
+        simulate(design, np.zeros((1, 6, 4, 4)), tmp_path / "sim")
+    with pytest.raises(NqecError, match="no RTL design"):
+        RtlDesign.load(tmp_path / "missing")
