@@ -43,23 +43,35 @@ WARM_UP = 2  # bulk windows are cut this many slices into a reference circuit, c
 
 @dataclasses.dataclass(frozen=True)
 class _Window:
-    """One window's matching graph and what committing each of its edges does."""
+    """One window's matching graphs. ``matching`` answers the window's observables (a final
+    window commits everything); ``committing`` is the same graph whose observables say what
+    committing the first ``commit`` slices does: observables ``0..O-1`` the committed edges'
+    logical flips, ``O + j`` the parity of committed edges reaching buffer detector ``carried[j]``."""
 
     matching: pymatching.Matching
-    slice_of: np.ndarray  # [N + 2] slice (within the window) of each detector; N, N + 1 (time, space boundary): large
-    observables: np.ndarray  # [N + 2, N + 2] uint8 observable bit-mask of edge (a, b)
+    committing: pymatching.Matching | None
+    carried: np.ndarray  # buffer detectors a committed edge can reach
     sizes: tuple[int, ...]  # detectors per slice
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # a Matching decodes one shot at a time
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # a Matching decodes one batch at a time
+
+    def decode(self, matching: pymatching.Matching, syndromes: np.ndarray, correlations: bool) -> np.ndarray:
+        with self.lock:
+            return matching.decode_batch(syndromes, enable_correlations=correlations).astype(bool)
 
 
-def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -> stim.DetectorErrorModel:
+def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray,
+             recode=None, num_observables: int | None = None) -> stim.DetectorErrorModel:
     """The DEM restricted to the detectors where ``keep``, plus one more detector standing for
     all later ones: the window's open top, joined to the space boundary by a free edge (p = 0.5,
     weight 0), yet a node of its own, so that edges to the top and to the space boundary never
     merge into one observable mask (PyMatching's boundary nodes would do, but its correlated
     mode rejects them). Pieces
     that reach a ``past`` detector go: earlier commits already explained those (their defects
-    in the window were carried in), and so do pieces left with no kept detector."""
+    in the window were carried in), and so do pieces left with no kept detector.
+
+    ``recode(detectors, observables)`` (window detector indices, observable ids of a piece), if
+    given, says which observable ids the piece carries instead of its own (``num_observables``
+    of them in all)."""
     new_index = np.cumsum(keep) - 1
     time_boundary = int(keep.sum())
     lines = []
@@ -68,15 +80,18 @@ def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray) -
             continue
         pieces = []
         for piece in error_components(inst.targets_copy()):
-            kept = [f"D{new_index[t.val]}" for t in piece if t.is_relative_detector_id() and keep[t.val]]
+            kept = [int(new_index[t.val]) for t in piece if t.is_relative_detector_id() and keep[t.val]]
             if kept and not any(t.is_relative_detector_id() and past[t.val] for t in piece):
                 left = any(t.is_relative_detector_id() and not keep[t.val] for t in piece)
-                observables = [f"L{t.val}" for t in piece if t.is_logical_observable_id()]
-                pieces.append(" ".join(kept + ([f"D{time_boundary}"] if left else []) + observables))
+                observables = [t.val for t in piece if t.is_logical_observable_id()]
+                if recode is not None:
+                    observables = recode(kept, observables)
+                detectors = kept + ([time_boundary] if left else [])
+                pieces.append(" ".join([f"D{d}" for d in detectors] + [f"L{o}" for o in observables]))
         if pieces:
             lines.append(f"error({inst.args_copy()[0]}) " + " ^ ".join(pieces))
     lines.append(f"error(0.5) D{time_boundary}")
-    lines += [f"logical_observable L{observable}" for observable in range(dem.num_observables)]
+    lines += [f"logical_observable L{o}" for o in range(dem.num_observables if recode is None else num_observables)]
     return stim.DetectorErrorModel("\n".join(lines))
 
 
@@ -127,16 +142,29 @@ class SlidingWindowDecoder:
         circuit = self._circuit(rounds)
         slices = Layout.from_circuit(circuit).t_index
         keep = (slices >= start) & (slices < start + length)
-        dem = _cut_dem(circuit.detector_error_model(decompose_errors=True), keep, slices < start)
-        matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
-        k = dem.num_detectors - 1  # the window's detectors; node k: its open top; index k + 1: the space boundary
-        slice_of = np.append(slices[keep] - start, [1 << 30, 1 << 30])
-        observables = np.zeros((k + 2, k + 2), dtype=np.uint8)
-        for a, b, data in matching.edges():
-            mask = sum(1 << f for f in data.get("fault_ids", ()))
-            b = k + 1 if b is None else b
-            observables[a, b] = observables[b, a] = mask
-        return _Window(matching, slice_of, observables, tuple(np.bincount(slices[keep] - start, minlength=length)))
+        full = circuit.detector_error_model(decompose_errors=True)
+        slice_of = slices[keep] - start
+        sizes = tuple(np.bincount(slice_of, minlength=length))
+
+        def build(recode=None, num_observables=None) -> pymatching.Matching:
+            dem = _cut_dem(full, keep, slices < start, recode, num_observables)
+            return pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
+
+        if final:
+            return _Window(build(), None, np.zeros(0, dtype=np.int64), sizes)
+        buffer = slice_of >= self.commit
+        carried = np.flatnonzero(buffer & (slice_of == self.commit))  # committed edges reach one slice on
+        column = {int(d): self.num_observables + j for j, d in enumerate(carried)}
+
+        def committed(detectors: list[int], observables: list[int]) -> list[int]:
+            if min(slice_of[d] for d in detectors) >= self.commit:
+                return []
+            reached = [column[d] for d in detectors if buffer[d]]
+            if len(reached) != sum(bool(buffer[d]) for d in detectors):
+                raise NqecError("a committed edge reaches past the first buffer slice")
+            return observables + reached
+
+        return _Window(build(), build(committed, self.num_observables + len(carried)), carried, sizes)
 
     def prepare(self) -> "SlidingWindowDecoder":
         """Build every window graph an experiment of any length can need (the first and bulk
@@ -220,38 +248,20 @@ class WindowedExperiments:
     def _decode(self, window: _Window, commit: int) -> np.ndarray:
         """Match the buffered slices, commit the first ``commit`` of them; returns the flips committed."""
         syndrome = np.concatenate(self.slices, axis=1)
-        carry = np.zeros_like(syndrome)
-        flips = np.zeros_like(self.frame)
-        with window.lock:
-            self._match(window, syndrome, commit, carry, flips)
+        padded = np.zeros((self.experiments, syndrome.shape[1] + 1), dtype=bool)  # + the window's open top
+        padded[:, :-1] = syndrome
+        if window.committing is None:  # a final window: everything is committed
+            flips = window.decode(window.matching, padded, self.decoder.correlations)
+            self.frame ^= flips
+            self.slices, self.committed_slices = [], self.committed_slices + commit
+            return flips
+        answer = window.decode(window.committing, padded, self.decoder.correlations)
+        observables = self.decoder.num_observables
+        flips = answer[:, :observables]
+        syndrome[:, window.carried] ^= answer[:, observables:observables + len(window.carried)]
         self.frame ^= flips
         done = int(np.sum(window.sizes[:commit]))
-        rest = (syndrome ^ carry)[:, done:]
+        rest = syndrome[:, done:]
         self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
         self.committed_slices += commit
         return flips
-
-    def _match(self, window: _Window, syndrome: np.ndarray, commit: int, carry: np.ndarray, flips: np.ndarray) -> None:
-        """Match every shot of the window, then XOR the committed edges' observables into ``flips``
-        and their buffer detectors into ``carry`` (all shots at once)."""
-        n = syndrome.shape[1]  # window detectors; n: the open top; n + 1: the space boundary
-        padded = np.zeros(n + 1, dtype=bool)
-        correlations = self.decoder.correlations
-        decode = window.matching.decode_to_edges_array
-        shots, edges = [], []
-        for shot in np.flatnonzero(syndrome.any(axis=1)):
-            padded[:n] = syndrome[shot]
-            found = decode(padded, enable_correlations=correlations)
-            shots.append(np.full(len(found), shot))
-            edges.append(found)
-        if not edges:
-            return
-        shot, edges = np.concatenate(shots), np.concatenate(edges)
-        a, b = edges[:, 0], np.where(edges[:, 1] < 0, n + 1, edges[:, 1])
-        committed = np.minimum(window.slice_of[a], window.slice_of[b]) < commit
-        masks = np.zeros(self.experiments, dtype=np.int64)
-        np.bitwise_xor.at(masks, shot[committed], window.observables[a[committed], b[committed]].astype(np.int64))
-        flips ^= ((masks[:, None] >> np.arange(flips.shape[1])) & 1).astype(bool)
-        for ends in (a[committed], b[committed]):
-            into_buffer = (ends < n) & (window.slice_of[ends] >= commit)
-            np.bitwise_xor.at(carry, (shot[committed][into_buffer], ends[into_buffer]), True)

@@ -1,4 +1,7 @@
-"""Analytical cost model of the io_parallel / Latency-strategy pre-decoder (an estimate, not a vendor report)."""
+"""Analytical cost model of the hls4ml io_parallel / Latency-strategy project, in which every pixel
+is computed in parallel (an estimate, not a vendor report). The design that fits a device is the
+pixel-streaming open RTL: its cycles come from simulation (``nqec fpga rtlsim``) and its
+resources from yosys (``nqec fpga synth-open``)."""
 
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ def estimate(layers: list[ConvLayer], input_shape: tuple[int, int, int], reuse_f
     parallel_multipliers = math.ceil(multiplications / reuse_factor)
     uses_dsp = any(layer.weight_type.width > DSP_WEIGHT_BITS for layer in layers)
     return {
-        "label": "ESTIMATE from an analytical model; confirm with a vendor C-synthesis report (nqec fpga report)",
+        "label": "ESTIMATE of the all-pixels-parallel hls4ml project; confirm with a vendor report (nqec fpga "
+                 "report). The pixel-streaming open RTL's measured cycles and yosys resources: nqec fpga rtlsim, "
+                 "synth-open",
         "layers": rows,
         "multiplications_per_window": multiplications,
         "parameters": sum(row["parameters"] for row in rows),
