@@ -1,15 +1,17 @@
 """The open RTL flow: da4ml kernels in the streaming top, simulated with Icarus Verilog bit for bit
 against the fixed-point emulation (make test installs iverilog)."""
 
+import json
+
 import numpy as np
 import pytest
 
-from decoder.bundle import Bundle
 from decoder.errors import NqecError
-from fpga.convert import INPUT_TYPE, fixed_point_layers, stim_windows
+from fpga.convert import INPUT_TYPE
 from fpga.fixed import ConvLayer, FixedType, emulate
 from fpga.rtl import RtlDesign, window_latency, write_rtl
 from fpga.rtlsim import simulate
+from nqec.cli import main
 
 
 def _tiny_layers(seed: int) -> list[ConvLayer]:
@@ -37,20 +39,19 @@ def test_line_buffer_borders_on_a_non_square_grid(tmp_path):
         assert cycles["cycles_per_window"] == 15 + gap  # one pixel per cycle
 
 
-def test_shipped_predecoder_rtl_is_bit_exact_on_stim_windows(tmp_path):
-    """predecoder-fpga's RTL for a d=3 grid against the emulation on Stim windows; the measured
-    latency is the kernels' pipelines plus the line buffers."""
-    bundle = Bundle.load("predecoder-fpga")
-    layers = fixed_point_layers(bundle, profile_shots=500)
-    windows = stim_windows(bundle, 2, seed=7, distance=3)[:4]
-    windows[0] = 1.0  # saturating, every event set
-    design = write_rtl(layers, windows.shape[1], windows.shape[2:], tmp_path / "rtl")
-    logits, cycles = simulate(design, windows, tmp_path / "sim", "icarus", gap=1)
-    assert np.array_equal(logits, emulate(layers, INPUT_TYPE, windows))
-    assert cycles["cycles_per_window"] == 16 + 1
+def test_shipped_predecoder_rtl_is_bit_exact_on_stim_windows(tmp_path, capsys):
+    """`nqec fpga rtlsim` on predecoder-fpga's RTL for a d=3 grid (Icarus): every logit equals the
+    emulation's; one window per 16 cycles plus the gap; latency = kernel pipelines + line buffers."""
+    out = tmp_path / "rtlsim.json"
+    assert main(["fpga", "rtlsim", "-d", "3", "--windows", "3", "--simulator", "icarus", "--gap", "1",
+                 "--out", str(tmp_path / "rtl"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["windows"], result["mismatches"], result["grid"]) == (3, 0, [4, 4])
+    assert result["cycles_per_window"] == 16 + 1
+    design = RtlDesign.load(tmp_path / "rtl")
     pipeline = sum(k.latency + (window_latency(4) if k.taps == 9 else 0) for k in design.kernels)
-    assert pipeline <= cycles["latency_cycles"] <= pipeline + 4
-    assert RtlDesign.load(tmp_path / "rtl").settings["grid"] == [4, 4]
+    assert pipeline <= result["latency_cycles"] <= pipeline + 4
+    assert "0 of 3 Stim windows differ" in capsys.readouterr().out
 
 
 def test_windows_of_another_grid_are_refused(tmp_path):
