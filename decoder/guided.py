@@ -14,6 +14,8 @@ and the shot is matched again.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pymatching
 import scipy.sparse
@@ -27,6 +29,7 @@ from decoder.spec import CodeSpec
 
 WEIGHT_SCALE = 1000  # fusion-blossom weights are even integers: log-odds x 1000, rounded to even
 MAX_WEIGHT = 30.0  # log-odds ceiling (an edge the network rules out still stays usable)
+OVERLAP_SHOTS = 1024  # the network runs on the next this many shots while matching decodes the current ones
 
 
 def conditional_weights(dem, edges: EdgeTable) -> scipy.sparse.csr_matrix:
@@ -160,5 +163,14 @@ class GuidedMatchingPipeline(NetworkPipeline):
         shots = len(bits)
         if shots == 0:
             return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        observables = self.matcher.decode(bits, -self.mixed_logits(self.network_logits(bits)))
+        parts = [bits[i: i + OVERLAP_SHOTS] for i in range(0, shots, OVERLAP_SHOTS)]
+        answers = []
+        with ThreadPoolExecutor(max_workers=1) as network:  # onnxruntime releases the GIL while it runs
+            pending = network.submit(self.network_logits, parts[0])
+            for index, part in enumerate(parts):
+                logits = pending.result()
+                if index + 1 < len(parts):
+                    pending = network.submit(self.network_logits, parts[index + 1])
+                answers.append(self.matcher.decode(part, -self.mixed_logits(logits)))
+        observables = np.concatenate(answers)
         return DecodeResult(observables, np.full(shots, Stage.NETWORK, np.uint8), np.full(shots, 0.5, np.float32))
