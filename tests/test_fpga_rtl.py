@@ -60,3 +60,10 @@ def test_windows_of_another_grid_are_refused(tmp_path):
         simulate(design, np.zeros((1, 6, 4, 4)), tmp_path / "sim")
     with pytest.raises(NqecError, match="no RTL design"):
         RtlDesign.load(tmp_path / "missing")
+
+
+def test_a_missing_simulator_is_one_line_naming_it(tmp_path, monkeypatch):
+    design = write_rtl(_tiny_layers(seed=2), 6, (3, 3), tmp_path / "rtl")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no iverilog on it
+    with pytest.raises(NqecError, match="^iverilog not found: run make fpga-tools$"):
+        simulate(design, np.zeros((1, 6, 3, 3)), tmp_path / "sim", "icarus")
