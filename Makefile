@@ -30,6 +30,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	@$(call debian,iverilog,iverilog)
+	@$(call debian,yosys,yosys)
 	$(BIN)/python -m pytest
 
 reference: $(STAMP)

@@ -59,4 +59,10 @@ def synthesize(design: RtlDesign, work: str | Path, grid: tuple[int, int] | None
     counts = count_cells(json.loads(text[text.index("{"):]))
     return {"label": LABEL, "family": family, "grid": list(grid), "seconds": round(time.perf_counter() - started, 1),
             **{key: counts[key] for key in CELL_GROUPS}, "cells": counts["cells"],
-            "fraction_of_vu13p": {key: counts[key] / total for key, total in VU13P.items()}}
+            "fraction_of_vu13p": fractions_of_vu13p(counts)}
+
+
+def fractions_of_vu13p(counts: dict) -> dict:
+    """Shares of a VU13P's resources; LUTs include those used as shift registers and RAM."""
+    used = {**counts, "LUT": counts["LUT"] + counts["SRL"] + counts["LUTRAM"]}
+    return {key: used[key] / total for key, total in VU13P.items()}

@@ -521,7 +521,7 @@ def cmd_fpga_synth_open(args: argparse.Namespace) -> int:
     table = Table(title=f"{design.settings.get('model')} at d={design.settings.get('distance')}: {result['label']}")
     for column in ("resource", "count", "of a VU13P"):
         table.add_column(column, justify="right")
-    for key in ("LUT", "FF", "CARRY", "DSP", "BRAM"):
+    for key in ("LUT", "SRL", "FF", "CARRY", "DSP", "BRAM"):
         share = result["fraction_of_vu13p"].get(key)
         table.add_row(key, f"{result[key]:,}", "-" if share is None else f"{share:.1%}")
     _emit(table, result, args.json)

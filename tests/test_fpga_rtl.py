@@ -11,6 +11,7 @@ from fpga.convert import INPUT_TYPE
 from fpga.fixed import ConvLayer, FixedType, emulate
 from fpga.rtl import RtlDesign, window_latency, write_rtl
 from fpga.rtlsim import simulate
+from fpga.synth_open import synthesize
 from nqec.cli import main
 
 
@@ -67,3 +68,14 @@ def test_a_missing_simulator_is_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no iverilog on it
     with pytest.raises(NqecError, match="^iverilog not found: run make fpga-tools$"):
         simulate(design, np.zeros((1, 6, 3, 3)), tmp_path / "sim", "icarus")
+
+
+def test_yosys_counts_the_resources_of_the_rtl(tmp_path):
+    """A real yosys synth_xilinx run on a small design: shift-and-add kernels use LUTs and carries,
+    no DSPs; the line buffer and pipelines use flip-flops (make test installs yosys)."""
+    design = write_rtl(_tiny_layers(seed=5), 6, (4, 4), tmp_path / "rtl")
+    result = synthesize(design, tmp_path / "yosys")
+    assert result["LUT"] > 100 and result["FF"] > 100 and result["CARRY"] > 0 and result["DSP"] == 0
+    assert result["label"].startswith("open-synthesis estimate") and result["grid"] == [4, 4]
+    assert result["fraction_of_vu13p"]["LUT"] == pytest.approx(
+        (result["LUT"] + result["SRL"] + result["LUTRAM"]) / 1_728_000)
