@@ -248,7 +248,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"({measured['shots']:,}{'' if key == own else ', ' + key.removeprefix('evaluate ')})")
         totals = s["training_totals"]
         table.add_row(s["name"], s["kind"], spec.label(), f"{s['parameters']:,}", ratio,
-                      f"{' then '.join(totals['machines'])}, {totals['wall_seconds'] / 60:.0f} min, "
+                      f"{' then '.join(dict.fromkeys(totals['machines']))}, {totals['wall_seconds'] / 60:.0f} min, "
                       f"{totals['samples']:,} samples")
     print_table(table)
     return 0
