@@ -211,6 +211,13 @@ class WindowedExperiments:
         self.finished = False
 
     @property
+    def held_bytes(self) -> int:
+        """Bytes of event data these experiments hold: the buffered slices (the arrays they live
+        in, whole) and the Pauli frame. Bounded by one window, whatever the experiment's length."""
+        owners = {id(owner): owner for owner in (s if s.base is None else s.base for s in self.slices)}
+        return self.frame.nbytes + sum(owner.nbytes for owner in owners.values())
+
+    @property
     def next_slice(self) -> int:
         """Index (from the experiment's start) of the slice ``push`` expects next."""
         return self.committed_slices + len(self.slices)

@@ -32,6 +32,7 @@ ROUNDS = (10, 100, 1000, 10000)
 ROUND_BUDGET = 200_000  # experiment-rounds per table cell: blocks shrink as experiments grow
 HEADLINE_BLOCK, HEADLINE_ROUNDS = 1024, 1000
 ROUNDS_PER_MESSAGE = 100  # a single experiment's rounds travel in messages of this many
+REACTION_SAMPLES = 20  # at least this many experiments per reaction-time percentile
 
 
 def _slices(spec: CodeSpec, decoder: SlidingWindowDecoder, rounds: int, shots: int, seed: int) -> list[np.ndarray]:
@@ -51,14 +52,15 @@ def _inprocess_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarr
 
 
 def _memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> tuple[int, int]:
-    """``(held, peak)`` bytes of one experiment decoded slice by slice (tracemalloc): what the open
-    experiment holds just before its final slice, and the transient peak on the way. The window
-    graphs, shared by all experiments, are built beforehand."""
+    """``(held, peak)`` bytes of one experiment decoded slice by slice: the event data the open
+    experiment holds just before its final slice (``held_bytes``), and the transient peak of
+    Python allocations on the way (tracemalloc). The window graphs, shared by all experiments,
+    are built beforehand."""
     tracemalloc.start()
     stream = decoder.open(1)
     for events in slices[:-1]:
         stream.push(events[:1])
-    held, peak = tracemalloc.get_traced_memory()
+    held, (_, peak) = stream.held_bytes, tracemalloc.get_traced_memory()
     stream.finish(slices[-1][:1])
     tracemalloc.stop()
     return held, peak
@@ -141,7 +143,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
             for rounds in ROUNDS:
                 block = max(1, min(HEADLINE_BLOCK, ROUND_BUDGET // rounds))
                 slices = _slices(spec, decoder, rounds, block, seed + rounds)
-                reactions = _reaction_ms(client, model, decoder, slices, min(block, max(3, 2000 // rounds)))
+                reactions = _reaction_ms(client, model, decoder, slices, min(block, max(REACTION_SAMPLES, 2000 // rounds)))
                 rows.append({"distance": d, "rounds": rounds, "block": block,
                              "rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
                              "single_rounds_per_s": _inprocess_rounds_per_s(decoder, [s[:1] for s in slices]),
