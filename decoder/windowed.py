@@ -268,7 +268,7 @@ class WindowedExperiments:
         syndrome[:, window.carried] ^= answer[:, observables:observables + len(window.carried)]
         self.frame ^= flips
         done = int(np.sum(window.sizes[:commit]))
-        rest = syndrome[:, done:]
+        rest = syndrome[:, done:].copy()  # the buffer alone stays: not the whole window behind a view
         self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
         self.committed_slices += commit
         return flips

@@ -45,11 +45,12 @@ def test_streaming_slice_by_slice_equals_batch_and_memory_stays_one_window(long_
         committed = stream.push(events[:, lo:hi])
         if committed is not None:
             frame ^= committed
-        held.append(len(stream.slices))
+        held.append(stream.held_bytes)
     assert np.array_equal(frame, stream.frame) and frame.any()  # pushes returned every frame update
     final = stream.finish(events[:, bounds[-2]:])
     assert np.array_equal(final, decoder.decode_batch(events, rounds=40))
-    assert max(held) <= decoder.span and stream.committed_slices == 41
+    window_bytes = len(events) * decoder.span * max(decoder.first_slice, decoder.bulk_slice)
+    assert 0 < max(held) <= window_bytes + frame.nbytes and stream.committed_slices == 41
 
 
 def test_bad_slices_get_clear_errors():
