@@ -2,8 +2,9 @@
 
 Measures, per distance and experiment length: rounds/s of a block of experiments advancing
 together and of one experiment alone (in process), rounds/s of a RoundBlock stream and the
-reaction time (final slice sent -> answer received) over gRPC on loopback, and the peak memory
-that decoding one experiment allocates. The accuracy check decodes the same shots windowed and
+reaction time over gRPC on loopback (final slice sent -> answer received at the client, and
+final slice received -> answer built at the server), the event data an open experiment holds
+and the peak memory that decoding one experiment allocates. The accuracy check decodes the same shots windowed and
 whole (one DEM for the whole experiment) in both matching modes.
 """
 
@@ -79,8 +80,10 @@ def _grpc_block_rounds_per_s(client: DecoderClient, model: str, slices: list[np.
 
 
 def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecoder, slices: list[np.ndarray],
-                 experiments: int) -> list[float]:
-    """Per experiment: ms from sending its final slice to receiving its answer. One stream, one
+                 experiments: int) -> tuple[list[float], list[float]]:
+    """Per experiment: ms from sending its final slice to receiving its answer (the client's round
+    trip), and ms the server spent from receiving that slice to building the answer (the answer's
+    ``decode_seconds``). One stream, one
     experiment at a time; the earlier rounds go ahead in messages of ROUNDS_PER_MESSAGE, and the
     final slice is sent once the server has committed every window before it (its streamed
     corrections say so), so the time is the final window's alone, as on a device that keeps pace."""
@@ -88,7 +91,7 @@ def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecode
     windows_before_final = len(range(0, rounds - decoder.span + 1, decoder.commit)) if rounds >= decoder.span else 0
     outbox: queue.Queue = queue.Queue()
     responses = client.stub().DecodeStream(iter(outbox.get, None), timeout=600)
-    times = []
+    times, server = [], []
     for shot in range(experiments):
         rows = [pack_bits(events[shot: shot + 1])[0].tobytes() for events in slices]
         body = [pb2.Round(experiment_id=f"e{shot}", model=model if i == 0 else "", events=data,
@@ -102,10 +105,11 @@ def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecode
         outbox.put(pb2.StreamRequest(rounds=[pb2.Round(experiment_id=f"e{shot}", events=rows[-1], last=True)]))
         answer = next(responses)
         times.append((time.perf_counter() - sent) * 1e3)
+        server.append(answer.results[0].decode_seconds * 1e3)
         if answer.results[0].error or answer.results[0].partial:
             raise RuntimeError(f"expected the final answer, got {answer.results[0]}")
     outbox.put(None)
-    return times
+    return times, server
 
 
 def window_ler_check(spec: CodeSpec, rounds: int, shots: int, seed: int) -> dict:
@@ -143,22 +147,26 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
             for rounds in ROUNDS:
                 block = max(1, min(HEADLINE_BLOCK, ROUND_BUDGET // rounds))
                 slices = _slices(spec, decoder, rounds, block, seed + rounds)
-                reactions = _reaction_ms(client, model, decoder, slices, min(block, max(REACTION_SAMPLES, 2000 // rounds)))
+                reactions, server = _reaction_ms(client, model, decoder, slices,
+                                                 min(block, max(REACTION_SAMPLES, 2000 // rounds)))
                 rows.append({"distance": d, "rounds": rounds, "block": block,
                              "rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
                              "single_rounds_per_s": _inprocess_rounds_per_s(decoder, [s[:1] for s in slices]),
                              "grpc_rounds_per_s": _grpc_block_rounds_per_s(client, model, slices),
                              "reaction_p50_ms": float(np.percentile(reactions, 50)),
                              "reaction_p99_ms": float(np.percentile(reactions, 99)),
+                             "server_reaction_p50_ms": float(np.percentile(server, 50)),
+                             "server_reaction_p99_ms": float(np.percentile(server, 99)),
                              **dict(zip(("held_memory_bytes", "peak_memory_bytes"), _memory_bytes(decoder, slices)))})
             if d == headline_distance:
                 slices = _slices(spec, decoder, HEADLINE_ROUNDS, HEADLINE_BLOCK, seed)
                 single = _slices(spec, decoder, HEADLINE_ROUNDS, 1, seed + 1)
-                reactions = _reaction_ms(client, model, decoder, _slices(spec, decoder, 10, 200, seed + 2), 200)
+                reactions, server = _reaction_ms(client, model, decoder, _slices(spec, decoder, 10, 200, seed + 2), 200)
                 headline = {"rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
                             "single_rounds_per_s": _inprocess_rounds_per_s(decoder, single),
                             "reaction_p50_ms": float(np.percentile(reactions, 50)),
-                            "reaction_p99_ms": float(np.percentile(reactions, 99))}
+                            "reaction_p99_ms": float(np.percentile(reactions, 99)),
+                            "server_reaction_p99_ms": float(np.percentile(server, 99))}
         client.close()
     by_rounds = {row["rounds"]: row for row in rows if row["distance"] == headline_distance}
     check = window_ler_check(CodeSpec(headline_distance, headline_distance, p), 100, ler_shots, seed)
@@ -166,20 +174,22 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
         "distance": headline_distance, "p": p, "seed": seed, **headline,
         "window_ler_ratio": check["uncorrelated"]["ratio"], "window_ler_ratio_correlated": check["correlated"]["ratio"],
         "window_ler_check": check,
-        "reaction_p99_10000_vs_10_rounds": (by_rounds[10000]["reaction_p99_ms"] / by_rounds[10]["reaction_p99_ms"]
-                                            if {10, 10000} <= set(by_rounds) else None),
+        **{f"{prefix}reaction_p99_10000_vs_10_rounds": (
+            by_rounds[10000][f"{prefix}reaction_p99_ms"] / by_rounds[10][f"{prefix}reaction_p99_ms"]
+            if {10, 10000} <= set(by_rounds) else None) for prefix in ("", "server_")},
         "memory_10000_vs_100_rounds": (by_rounds[10000]["held_memory_bytes"] / by_rounds[100]["held_memory_bytes"]
                                        if {100, 10000} <= set(by_rounds) else None),
         "table": rows, "machine": f"{platform.node()} ({platform.machine()}), one process per side",
     }
     table = Table(title=f"nqec bench stream: windowed matching, p={p:g} (commit d, buffer d rounds)")
     for column in ("d", "rounds", "block", "rounds/s block", "rounds/s one", "rounds/s gRPC", "reaction p50/p99 ms",
-                   "held / peak KB"):
+                   "server p50/p99 ms", "held / peak KB"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row["distance"]), f"{row['rounds']:,}", f"{row['block']:,}", f"{row['rounds_per_s']:,.0f}",
                       f"{row['single_rounds_per_s']:,.0f}", f"{row['grpc_rounds_per_s']:,.0f}",
                       f"{row['reaction_p50_ms']:.2f} / {row['reaction_p99_ms']:.2f}",
+                      f"{row['server_reaction_p50_ms']:.2f} / {row['server_reaction_p99_ms']:.2f}",
                       f"{row['held_memory_bytes'] / 1024:.1f} / {row['peak_memory_bytes'] / 1024:.0f}")
     unc, cor = check["uncorrelated"], check["correlated"]
     table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "

@@ -118,6 +118,8 @@ def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tm
     assert main(["bench", "stream", "-d", "3", "--ler-shots", "3000", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["rounds_per_s"] > 0 and result["single_rounds_per_s"] > 0 and result["reaction_p99_ms"] > 0
+    row = result["table"][0]
+    assert 0 < row["server_reaction_p50_ms"] < row["reaction_p50_ms"]  # the server's part of the round trip
     assert [(row["distance"], row["rounds"]) for row in result["table"]] == [(3, 10), (3, 100)]
     check = result["window_ler_check"]["uncorrelated"]
     assert check["whole_errors"] > 20 and abs(check["windowed_errors"] - check["whole_errors"]) <= 0.15 * check["whole_errors"] + 5
