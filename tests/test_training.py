@@ -116,3 +116,13 @@ def test_transformer_trains_on_a_syndrome_table(tmp_path):
     manifest = export_bundle(tmp_path / "checkpoint.pt", tmp_path / "bundle").manifest
     assert manifest["training"]["syndrome_table"] == table
     assert manifest["training"]["config"]["table_shots"] == 50_000
+
+
+def test_export_prints_only_its_own_line(predecoder_bundle, tmp_path, capfd):
+    """The ONNX exporter's notes (optional torchvision ops, pytree deprecations) stay out of the output."""
+    from nqec.cli import main
+
+    capfd.readouterr()
+    assert main(["export", str(predecoder_bundle.path / "checkpoint.pt"), "--out", str(tmp_path / "bundle")]) == 0
+    out, err = capfd.readouterr()
+    assert out.strip() == f"wrote bundle {tmp_path / 'bundle'}" and err == ""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +62,20 @@ def example_input(kind: str, spec: CodeSpec, section: dict) -> tuple[torch.Tenso
     return torch.zeros(2, *layout.shape), {0: "batch"}
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the ONNX exporter's notes a user cannot act on (optional torchvision ops, pytree deprecations)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None = None) -> Bundle:
     """Write ``model.onnx``, ``manifest.json`` and ``model.pt`` to ``out`` and return the loaded bundle."""
     checkpoint_path, out = Path(checkpoint_path), Path(out)
@@ -71,8 +88,9 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
     example, axes = example_input(kind, spec, section)
     out.mkdir(parents=True, exist_ok=True)
     dims = {index: torch.export.Dim.DYNAMIC for index in axes}
-    program = torch.onnx.export(model, (example,), input_names=["inputs"], output_names=["logits"],
-                                dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True, verbose=False)
+    with _quiet_exporter():
+        program = torch.onnx.export(model, (example,), input_names=["inputs"], output_names=["logits"],
+                                    dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True, verbose=False)
     program.save(str(out / ONNX_FILE))
     with torch.no_grad():
         output_shape = list(model(example).shape)
