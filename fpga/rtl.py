@@ -69,10 +69,6 @@ class Kernel:
     cost: float  # da4ml's adder-bit cost estimate
 
     @property
-    def input_width(self) -> int:
-        return self.taps * self.in_channels * self.input_format.width
-
-    @property
     def raw_width(self) -> int:
         return sum(int(k) + i + f for k, i, f in self.element_formats)
 
@@ -280,10 +276,6 @@ class RtlDesign:
     @property
     def sources(self) -> list[Path]:
         return [self.path / name for name in self.settings["sources"]]
-
-    @property
-    def output_format(self) -> Format:
-        return self.kernels[-1].output_format
 
     @classmethod
     def load(cls, path: str | Path) -> "RtlDesign":
