@@ -158,19 +158,25 @@ class GuidedMatchingPipeline(NetworkPipeline):
         mixed[:, predictable] = (1 - mix) * mixed[:, predictable] + (mix / temperature) * network
         return mixed
 
-    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
-        bits = as_bool_events(detection_events, self.num_detectors)
-        shots = len(bits)
-        if shots == 0:
-            return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        parts = [bits[i: i + OVERLAP_SHOTS] for i in range(0, shots, OVERLAP_SHOTS)]
+    def _decode_overlapped(self, bits: np.ndarray) -> np.ndarray:
+        """The network on the next OVERLAP_SHOTS shots (a thread: onnxruntime releases the GIL)
+        while matching decodes the current ones."""
+        parts = [bits[i: i + OVERLAP_SHOTS] for i in range(0, len(bits), OVERLAP_SHOTS)]
         answers = []
-        with ThreadPoolExecutor(max_workers=1) as network:  # onnxruntime releases the GIL while it runs
+        with ThreadPoolExecutor(max_workers=1) as network:
             pending = network.submit(self.network_logits, parts[0])
             for index, part in enumerate(parts):
                 logits = pending.result()
                 if index + 1 < len(parts):
                     pending = network.submit(self.network_logits, parts[index + 1])
                 answers.append(self.matcher.decode(part, -self.mixed_logits(logits)))
-        observables = np.concatenate(answers)
+        return np.concatenate(answers)
+
+    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
+        bits = as_bool_events(detection_events, self.num_detectors)
+        shots = len(bits)
+        if shots == 0:
+            return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
+        observables = self._decode_overlapped(bits) if shots > OVERLAP_SHOTS else \
+            self.matcher.decode(bits, -self.mixed_logits(self.network_logits(bits)))
         return DecodeResult(observables, np.full(shots, Stage.NETWORK, np.uint8), np.full(shots, 0.5, np.float32))
