@@ -43,20 +43,19 @@ WARM_UP = 2  # bulk windows are cut this many slices into a reference circuit, c
 
 @dataclasses.dataclass(frozen=True)
 class _Window:
-    """One window's matching graphs. ``matching`` answers the window's observables (a final
-    window commits everything); ``committing`` is the same graph whose observables say what
-    committing the first ``commit`` slices does: observables ``0..O-1`` the committed edges'
-    logical flips, ``O + j`` the parity of committed edges reaching buffer detector ``carried[j]``."""
+    """One window's matching graph. Its observables say what committing the window's first
+    ``commit`` slices does: ids ``0..O-1`` the committed edges' logical flips, ``O + j`` the
+    parity of committed edges reaching buffer detector ``carried[j]``. A final window commits
+    everything and carries nothing."""
 
     matching: pymatching.Matching
-    committing: pymatching.Matching | None
     carried: np.ndarray  # buffer detectors a committed edge can reach
     sizes: tuple[int, ...]  # detectors per slice
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # a Matching decodes one batch at a time
 
-    def decode(self, matching: pymatching.Matching, syndromes: np.ndarray, correlations: bool) -> np.ndarray:
+    def decode(self, syndromes: np.ndarray, correlations: bool) -> np.ndarray:
         with self.lock:
-            return matching.decode_batch(syndromes, enable_correlations=correlations).astype(bool)
+            return self.matching.decode_batch(syndromes, enable_correlations=correlations).astype(bool)
 
 
 def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray,
@@ -154,7 +153,7 @@ class SlidingWindowDecoder:
             return matching
 
         if final:
-            return _Window(build(), None, np.zeros(0, dtype=np.int64), sizes)
+            return _Window(build(), np.zeros(0, dtype=np.int64), sizes)
         buffer = slice_of >= self.commit
         carried = np.flatnonzero(buffer & (slice_of == self.commit))  # committed edges reach one slice on
         column = {int(d): self.num_observables + j for j, d in enumerate(carried)}
@@ -167,7 +166,7 @@ class SlidingWindowDecoder:
                 raise NqecError("a committed edge reaches past the first buffer slice")
             return observables + reached
 
-        return _Window(build(), build(committed, self.num_observables + len(carried)), carried, sizes)
+        return _Window(build(committed, self.num_observables + len(carried)), carried, sizes)
 
     def prepare(self) -> "SlidingWindowDecoder":
         """Build (and run once) every window graph an experiment of any length can need (the first
@@ -260,15 +259,10 @@ class WindowedExperiments:
         syndrome = np.concatenate(self.slices, axis=1)
         padded = np.zeros((self.experiments, syndrome.shape[1] + 1), dtype=bool)  # + the window's open top
         padded[:, :-1] = syndrome
-        if window.committing is None:  # a final window: everything is committed
-            flips = window.decode(window.matching, padded, self.decoder.correlations)
-            self.frame ^= flips
-            self.slices, self.committed_slices = [], self.committed_slices + commit
-            return flips
-        answer = window.decode(window.committing, padded, self.decoder.correlations)
+        answer = window.decode(padded, self.decoder.correlations)
         observables = self.decoder.num_observables
         flips = answer[:, :observables]
-        syndrome[:, window.carried] ^= answer[:, observables:observables + len(window.carried)]
+        syndrome[:, window.carried] ^= answer[:, observables:]
         self.frame ^= flips
         done = int(np.sum(window.sizes[:commit]))
         rest = syndrome[:, done:].copy()  # the buffer alone stays: not the whole window behind a view
