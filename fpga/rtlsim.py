@@ -58,6 +58,8 @@ def simulate(design: RtlDesign, windows: np.ndarray, work: str | Path, simulator
     """Run ``windows [N, C, H, W]`` through the RTL; returns logits ``[N, D, H, W]`` and cycle counts."""
     if simulator not in SIMULATORS:
         raise NqecError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+    if gap < 0:
+        raise NqecError(f"the gap between windows is a number of idle cycles >= 0, got {gap}")
     n, channels, height, width = windows.shape
     if [height, width] != design.settings["grid"] or channels != design.settings["input_channels"]:
         raise NqecError(f"windows have {channels} channels on a {height}x{width} grid; the RTL at {design.path} "

@@ -59,6 +59,8 @@ def test_windows_of_another_grid_are_refused(tmp_path):
     design = write_rtl(_tiny_layers(seed=1), 6, (3, 5), tmp_path / "rtl")
     with pytest.raises(NqecError, match=r"6 channels on a 4x4 grid; the RTL .* takes 6 on \[3, 5\]"):
         simulate(design, np.zeros((1, 6, 4, 4)), tmp_path / "sim")
+    with pytest.raises(NqecError, match="idle cycles >= 0, got -1"):
+        simulate(design, np.zeros((1, 6, 3, 5)), tmp_path / "sim", gap=-1)
     with pytest.raises(NqecError, match="no RTL design"):
         RtlDesign.load(tmp_path / "missing")
 
