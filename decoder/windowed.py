@@ -179,23 +179,13 @@ class SlidingWindowDecoder:
             self._window(True, length, True)
         return self
 
-    @property
-    def prepared(self) -> bool:
-        """Whether every window graph is built (see :meth:`prepare`)."""
-        return self._prepared
-
-    def ensure_prepared(self) -> "SlidingWindowDecoder":
-        """:meth:`prepare` once, however many threads ask (later callers wait for the first)."""
+    def open(self, experiments: int = 1) -> "WindowedExperiments":
+        """Start decoding ``experiments`` experiments whose slices will be pushed together
+        (the first call builds every window graph: see :meth:`prepare`)."""
         with self._prepare_lock:
             if not self._prepared:
                 self.prepare()
                 self._prepared = True
-        return self
-
-    def open(self, experiments: int = 1) -> "WindowedExperiments":
-        """Start decoding ``experiments`` experiments whose slices will be pushed together
-        (the first call builds every window graph, unless :meth:`ensure_prepared` already did)."""
-        self.ensure_prepared()
         return WindowedExperiments(self, experiments)
 
     def decode_batch(self, detection_events: np.ndarray, rounds: int) -> np.ndarray:

@@ -126,9 +126,6 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
             server.stop(0)
             raise NqecError(f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc.strerror}") from None
     server.start()
-    windowed = [model.windowed for model in models.values() if model.windowed is not None]
-    threading.Thread(target=lambda: [decoder.ensure_prepared() for decoder in windowed], name="prepare-windows",
-                     daemon=True).start()  # window graphs built now, not on the first experiment's rounds
     log.info("nqec serving %d models on %s:%d", len(models), config.host, port)
     return RunningServer(server, service, health_servicer, port, metrics, metrics_http)
 

@@ -25,21 +25,6 @@ def client():
     server.stop(grace=0)
 
 
-def test_window_graphs_are_built_at_start_not_on_the_first_experiment():
-    import time
-
-    models = load_models(shipped=False, matching_specs=(FAMILY,))
-    windowed = [model.windowed for model in models.values() if model.windowed is not None]
-    server = start_server(ServerConfig(port=0), models)
-    try:
-        deadline = time.monotonic() + 30
-        while not all(decoder.prepared for decoder in windowed) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(windowed) == 2 and all(decoder.prepared for decoder in windowed)  # no stream was opened
-    finally:
-        server.stop(grace=0)
-
-
 def _experiments(rounds: int, shots: int, seed: int):
     spec = CodeSpec(5, rounds, 0.004)
     events = spec.circuit().compile_detector_sampler(seed=seed).sample(shots)
