@@ -1,13 +1,26 @@
-"""Generates the gRPC stubs from proto/decoder.proto during the build (grpcio-tools)."""
+"""Build steps beyond pyproject.toml: the gRPC stubs (grpcio-tools) and the per-shot weighted
+matcher ``decoder._weighted_matching`` (C++, on PyMatching's sparse-blossom sources)."""
 
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
+from pybind11.setup_helpers import Pybind11Extension
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 PROTO = ROOT / "proto" / "decoder.proto"
 GENERATED = ROOT / "server" / "generated"
+
+# The PyMatching release whose sparse-blossom sources the weighted matcher compiles in (its sdist,
+# fetched once into build/): the matcher uses its internal C++ API, so the version is pinned here.
+PYMATCHING_RELEASE = "2.4.0"
+PYMATCHING_DIRS = ["flooder", "flooder_matcher_interop", "matcher", "search", "tracker"]
 
 
 def generate_stubs() -> None:
@@ -24,10 +37,46 @@ def generate_stubs() -> None:
     grpc_module.write_text(grpc_module.read_text().replace("import decoder_pb2 as", "from . import decoder_pb2 as"))
 
 
+def pymatching_sources() -> Path:
+    """``build/pymatching-<release>/src``: PyMatching's C++ sources from its sdist (downloaded by pip once)."""
+    unpacked = Path("build") / f"pymatching-{PYMATCHING_RELEASE}"
+    if not (unpacked / "src").is_dir():
+        with tempfile.TemporaryDirectory() as download:
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "pymatching",
+                       f"pymatching=={PYMATCHING_RELEASE}", "-d", download]
+            if subprocess.run(command).returncode != 0:
+                raise RuntimeError(f"could not download the sources of pymatching=={PYMATCHING_RELEASE} "
+                                   f"(`{' '.join(command[1:])}`); the weighted matcher is built from them")
+            (archive,) = Path(download).glob("pymatching-*.tar.gz")
+            with tarfile.open(archive) as sdist:
+                sdist.extractall(unpacked.parent, filter="data")
+    return unpacked / "src"
+
+
 class BuildWithStubs(build_py):
     def run(self):
         generate_stubs()
         super().run()
 
 
-setup(cmdclass={"build_py": BuildWithStubs})
+class BuildWithPyMatching(build_ext):
+    """Compiles the weighted matcher together with PyMatching's sparse blossom, on every core."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.parallel = self.parallel or os.cpu_count()
+
+    def run(self):
+        sources = pymatching_sources()
+        blossom = sorted(str(path) for folder in PYMATCHING_DIRS
+                         for path in (sources / "pymatching" / "sparse_blossom" / folder).glob("*.cc")
+                         if not path.name.endswith((".test.cc", ".perf.cc", ".pybind.cc")))
+        for extension in self.extensions:
+            extension.sources += blossom
+            extension.include_dirs.append(str(sources))
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildWithStubs, "build_ext": BuildWithPyMatching},
+      ext_modules=[Pybind11Extension("decoder._weighted_matching", ["decoder/weighted_matching.cc"], cxx_std=20,
+                                     extra_compile_args=["-O2"])])

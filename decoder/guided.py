@@ -3,8 +3,9 @@
 The network never commits an edge. For every shot, the edges around its detection events get
 the weight ``-(1 - mix) * prior_logit - mix * network_logit / temperature`` (log-odds: the DEM
 prior mixed with the network's posterior, clipped at 0), and minimum-weight perfect matching
-decodes the shot on the reweighted graph. Per-shot weights are handed to fusion-blossom's
-solver as dynamic weights, so the matching graph is built once, never per shot.
+decodes the shot on the reweighted graph: PyMatching's sparse blossom, compiled into
+``decoder._weighted_matching``, sets those edges' weights in place and restores them after the
+shot, so the matching graph is built once, never per shot.
 
 With ``correlated`` matching a second pass follows, as in PyMatching's correlated mode: every
 edge that shares a DEM error mechanism with an edge of the first matching (the X and Z halves
@@ -27,7 +28,6 @@ from decoder.interface import DecodeResult, Stage
 from decoder.predecoder import NetworkPipeline, Runner
 from decoder.spec import CodeSpec
 
-WEIGHT_SCALE = 1000  # fusion-blossom weights are even integers: log-odds x 1000, rounded to even
 MAX_WEIGHT = 30.0  # log-odds ceiling (an edge the network rules out still stays usable)
 OVERLAP_SHOTS = 1024  # the network runs on the next this many shots while matching decodes the current ones
 
@@ -58,6 +58,12 @@ def prior_logits(dem, edges: EdgeTable) -> np.ndarray:
 class WeightedMatcher:
     """Minimum-weight perfect matching with per-shot edge weights on a graph built once.
 
+    PyMatching's sparse blossom, compiled into ``decoder._weighted_matching``: for each shot the
+    edges touching its detection events take that shot's weights, the shot is matched, and the
+    weights are put back. With ``correlations`` (:func:`conditional_weights`) a second pass
+    follows: the edges that share an error mechanism with the first matching's edges get their
+    conditional weight, if lower, and the shot is matched again.
+
     Example:
         >>> from decoder import CodeSpec, Layout
         >>> spec = CodeSpec(3, 3, 0.003)
@@ -70,62 +76,34 @@ class WeightedMatcher:
     """
 
     def __init__(self, edges: EdgeTable, weights: np.ndarray, correlations: scipy.sparse.csr_matrix | None = None):
-        import fusion_blossom
+        from decoder._weighted_matching import WeightedMatching
 
-        self._fb = fusion_blossom
         self.edges = edges
-        boundary = edges.num_detectors  # one virtual vertex stands for the boundary
-        pairs = np.where(edges.detectors < 0, boundary, edges.detectors)
-        static = self.to_int(weights[None, :])[0]
-        initializer = fusion_blossom.SolverInitializer(
-            boundary + 1, [(int(a), int(b), int(w)) for (a, b), w in zip(pairs, static)], [boundary])
-        self.solver = fusion_blossom.SolverSerial(initializer)
-        self.edge_observables = edges.observables.astype(np.uint8)
-        self.detector_edges = scipy.sparse.csr_matrix(edges.incidence.T)  # [N, E]
-        self.correlations = None  # per edge: (partner edges, their conditional integer weights)
+        self.correlated = correlations is not None
+        self.num_observables = edges.observables.shape[1]
+        if self.num_observables > 64:
+            raise NqecError(f"the weighted matcher handles up to 64 observables, got {self.num_observables}")
+        masks = (edges.observables.astype(np.uint64) << np.arange(self.num_observables, dtype=np.uint64)).sum(axis=1)
+        indptr, indices, conditional = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         if correlations is not None:
             correlations = correlations.tocsr()
-            weights_int = self.to_int(correlations.data[None, :])[0]
-            bounds = zip(correlations.indptr[:-1], correlations.indptr[1:])
-            self.correlations = [(correlations.indices[a:b].tolist(), weights_int[a:b].tolist()) for a, b in bounds]
-
-    @staticmethod
-    def to_int(weights: np.ndarray) -> np.ndarray:
-        """Log-odds weights -> fusion-blossom's even integers, clipped to [0, MAX_WEIGHT]."""
-        return (np.round(np.clip(weights, 0.0, MAX_WEIGHT) * (WEIGHT_SCALE / 2)) * 2).astype(np.int64)
+            indptr, indices, conditional = correlations.indptr, correlations.indices, correlations.data
+        self._matching = WeightedMatching(edges.num_detectors, edges.detectors, masks.astype(np.uint64),
+                                          np.clip(weights, 0.0, MAX_WEIGHT), indptr, indices, conditional)
 
     def decode(self, events: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """``bool [S, N]`` events and float ``[S, E]`` per-shot weights -> ``bool [S, O]`` observable flips.
+        """``bool [S, N]`` events and float ``[S, E]`` per-shot log-odds weights -> ``bool [S, O]`` observable flips.
 
         Only the edges touching a shot's detection events take its weights (and, with
         correlations, the edges correlated with its first matching); the others keep the
-        weights the graph was built with."""
-        integer = self.to_int(weights)
-        touched = (scipy.sparse.csr_matrix(events.astype(np.uint8)) @ self.detector_edges).tocsr()  # [S, E]
-        flips = np.zeros((len(events), self.edge_observables.shape[1]), dtype=np.uint8)
-        for shot in range(len(events)):
-            edges = touched.indices[touched.indptr[shot]: touched.indptr[shot + 1]]
-            if len(edges) == 0:
-                continue
-            defects = np.flatnonzero(events[shot]).tolist()
-            shot_weights = dict(zip(edges.tolist(), integer[shot, edges].tolist()))
-            matched = self._match(defects, shot_weights)
-            if self.correlations is not None:
-                row = integer[shot]
-                for partners, weights in (self.correlations[edge] for edge in matched):
-                    for edge, weight in zip(partners, weights):
-                        if weight < shot_weights.get(edge, row[edge]):
-                            shot_weights[edge] = weight
-                matched = self._match(defects, shot_weights)
-            flips[shot] = self.edge_observables[matched].sum(axis=0)
-        return (flips & 1).astype(bool)
-
-    def _match(self, defects: list[int], weights: dict[int, int]) -> list[int]:
-        """The edges of a minimum-weight matching of ``defects`` under ``weights``."""
-        self.solver.solve(self._fb.SyndromePattern(defects, dynamic_weights=list(weights.items())))
-        matched = self.solver.subgraph()
-        self.solver.clear()
-        return matched
+        weights the graph was built with. Weights are clipped to [0, MAX_WEIGHT]."""
+        shape = (len(events), self.edges.num_edges)
+        if events.ndim != 2 or events.shape[1] != self.edges.num_detectors or weights.shape != shape:
+            raise NqecError(f"expected events [shots, {self.edges.num_detectors}] and weights {list(shape)}, "
+                            f"got {list(events.shape)} and {list(weights.shape)}")
+        clipped = np.clip(weights, 0.0, MAX_WEIGHT).astype(np.float32)
+        masks = self._matching.decode_batch(np.ascontiguousarray(events, dtype=np.uint8), clipped)
+        return ((masks[:, None] >> np.arange(self.num_observables, dtype=np.uint64)) & 1).astype(bool)
 
 
 class GuidedMatchingPipeline(NetworkPipeline):

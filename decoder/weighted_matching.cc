@@ -1,0 +1,304 @@
+// Minimum-weight perfect matching with per-shot edge weights, on PyMatching's sparse blossom.
+//
+// The matching graph is built once. For each shot, the edges touching its detection events
+// take that shot's weights, the shot is matched, and the weights are put back: nothing is
+// rebuilt per shot. With correlations, the first matching's edges lower the weights of the
+// edges they share an error mechanism with, and the shot is matched again (PyMatching's
+// two-pass correlated matching, on top of the per-shot weights).
+//
+// Built against the sources of the PyMatching release named in setup.py (fetched at build time).
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pymatching/sparse_blossom/matcher/mwpm.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Log-odds weights become even integers (so that regions collide at integer times) on this scale;
+// the largest weight the Python side hands over (30) stays below 2^25.
+constexpr double WEIGHT_SCALE = 1 << 19;
+
+pm::weight_int to_weight_int(double log_odds) {
+    return (pm::weight_int)std::lround(std::max(log_odds, 0.0) * WEIGHT_SCALE) * 2;
+}
+
+// The four stored copies of one edge's weight: both directions, in the flooder's graph and in the
+// search graph (the search graph finds the edges of a matched path). Boundary edges have two.
+struct EdgeSlots {
+    pm::weight_int* slots[4];
+    int count;
+    void set(pm::weight_int w) {
+        for (int k = 0; k < count; k++)
+            *slots[k] = w;
+    }
+    pm::weight_int get() const {
+        return *slots[0];
+    }
+};
+
+class WeightedMatching {
+   public:
+    WeightedMatching(
+        size_t num_detectors,
+        py::array_t<int64_t, py::array::c_style | py::array::forcecast> edge_detectors,
+        py::array_t<uint64_t, py::array::c_style | py::array::forcecast> edge_observable_masks,
+        py::array_t<double, py::array::c_style | py::array::forcecast> weights,
+        py::array_t<int64_t, py::array::c_style | py::array::forcecast> correlation_indptr,
+        py::array_t<int64_t, py::array::c_style | py::array::forcecast> correlation_indices,
+        py::array_t<double, py::array::c_style | py::array::forcecast> correlation_weights)
+        : num_detectors_(num_detectors), num_edges_(check_edges(edge_detectors)) {
+        if ((size_t)edge_observable_masks.size() != num_edges_ || (size_t)weights.size() != num_edges_)
+            throw std::invalid_argument(
+                "expected one observable mask and one weight per edge (" + std::to_string(num_edges_) + "), got " +
+                std::to_string(edge_observable_masks.size()) + " and " + std::to_string(weights.size()));
+        auto pairs = edge_detectors.unchecked<2>();
+        auto masks = edge_observable_masks.unchecked<1>();
+        auto w = weights.unchecked<1>();
+        pm::MatchingGraph graph(num_detectors, 64);
+        pm::SearchGraph search(num_detectors);
+        for (size_t e = 0; e < num_edges_; e++) {
+            int64_t a = pairs(e, 0), b = pairs(e, 1);
+            if (a < 0 || (size_t)a >= num_detectors || b >= (int64_t)num_detectors || b < -1 || a == b)
+                throw std::invalid_argument(
+                    "edge " + std::to_string(e) + " joins detectors (" + std::to_string(a) + ", " +
+                    std::to_string(b) + "); expected 0 <= a < " + std::to_string(num_detectors) +
+                    " and b in [-1, " + std::to_string(num_detectors) + "), b != a (-1: the boundary)");
+            std::vector<size_t> observables;
+            for (size_t k = 0; k < 64; k++)
+                if ((masks(e) >> k) & 1)
+                    observables.push_back(k);
+            auto weight = (pm::signed_weight_int)to_weight_int(w(e));
+            if (b < 0) {
+                graph.add_boundary_edge(a, weight, observables);
+                search.add_boundary_edge(a, weight, observables);
+            } else {
+                graph.add_edge(a, b, weight, observables);
+                search.add_edge(a, b, weight, observables);
+            }
+        }
+        mwpm_ = pm::Mwpm(pm::GraphFlooder(std::move(graph)), pm::SearchFlooder(std::move(search)));
+        locate_edge_slots(pairs);
+
+        auto indptr = correlation_indptr.unchecked<1>();
+        has_correlations_ = indptr.shape(0) > 0;
+        if (has_correlations_) {
+            if ((size_t)indptr.shape(0) != num_edges_ + 1)
+                throw std::invalid_argument("correlations: expected a CSR indptr of length edges + 1 = " +
+                                            std::to_string(num_edges_ + 1));
+            auto indices = correlation_indices.unchecked<1>();
+            auto cw = correlation_weights.unchecked<1>();
+            correlation_indptr_.assign(indptr.data(0), indptr.data(0) + indptr.shape(0));
+            for (ssize_t k = 0; k < indices.shape(0); k++) {
+                if (indices(k) < 0 || (size_t)indices(k) >= num_edges_)
+                    throw std::invalid_argument("correlations: partner edge index out of range");
+                correlation_partners_.push_back((uint32_t)indices(k));
+                correlation_weights_.push_back(to_weight_int(cw(k)));
+            }
+        }
+        flipped_.assign(num_edges_, 0);
+    }
+
+    size_t num_detectors() const {
+        return num_detectors_;
+    }
+    size_t num_edges() const {
+        return num_edges_;
+    }
+
+    /// bool/uint8 [S, N] events, float32 [S, E] per-shot log-odds weights -> uint64 [S] observable masks.
+    py::array_t<uint64_t> decode_batch(
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> events,
+        py::array_t<float, py::array::c_style | py::array::forcecast> weights) {
+        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
+            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
+        if (weights.ndim() != 2 || weights.shape(0) != events.shape(0) || (size_t)weights.shape(1) != num_edges_)
+            throw std::invalid_argument("expected weights of shape [" + std::to_string(events.shape(0)) + ", " +
+                                        std::to_string(num_edges_) + "] (one row of edge weights per shot)");
+        size_t shots = events.shape(0);
+        py::array_t<uint64_t> result(shots);
+        auto out = result.mutable_unchecked<1>();
+        auto ev = events.unchecked<2>();
+        auto w = weights.unchecked<2>();
+        {
+            py::gil_scoped_release release;
+            std::vector<uint64_t> defects;
+            for (size_t s = 0; s < shots; s++) {
+                defects.clear();
+                for (size_t d = 0; d < num_detectors_; d++)
+                    if (ev(s, d))
+                        defects.push_back(d);
+                out(s) = defects.empty() ? 0 : decode_shot(defects, w.data(s, 0));
+            }
+        }
+        return result;
+    }
+
+   private:
+    static size_t check_edges(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& edges) {
+        if (edges.ndim() != 2 || edges.shape(1) != 2)
+            throw std::invalid_argument("expected edge detectors of shape [edges, 2]");
+        return edges.shape(0);
+    }
+
+    void locate_edge_slots(const py::detail::unchecked_reference<int64_t, 2>& pairs) {
+        auto& nodes = mwpm_.flooder.graph.nodes;
+        auto& search_nodes = mwpm_.search_flooder.graph.nodes;
+        slots_.resize(num_edges_);
+        search_edge_ids_.resize(num_detectors_);
+        for (size_t d = 0; d < num_detectors_; d++)
+            search_edge_ids_[d].assign(search_nodes[d].neighbors.size(), -1);
+        incident_.resize(num_detectors_);
+        for (size_t e = 0; e < num_edges_; e++) {
+            int64_t a = pairs(e, 0), b = pairs(e, 1);
+            pm::DetectorNode* far = b < 0 ? nullptr : &nodes[b];
+            pm::SearchDetectorNode* search_far = b < 0 ? nullptr : &search_nodes[b];
+            size_t ia = nodes[a].index_of_neighbor(far);
+            size_t sa = search_nodes[a].index_of_neighbor(search_far);
+            if (search_edge_ids_[a][sa] != -1)
+                throw std::invalid_argument("edge " + std::to_string(e) + " repeats the detector pair (" +
+                                            std::to_string(a) + ", " + std::to_string(b) + ")");
+            EdgeSlots& slot = slots_[e];
+            slot.count = 0;
+            slot.slots[slot.count++] = &nodes[a].neighbor_weights[ia];
+            slot.slots[slot.count++] = &search_nodes[a].neighbor_weights[sa];
+            search_edge_ids_[a][sa] = (int64_t)e;
+            incident_[a].push_back((uint32_t)e);
+            if (b >= 0) {
+                size_t ib = nodes[b].index_of_neighbor(&nodes[a]);
+                size_t sb = search_nodes[b].index_of_neighbor(&search_nodes[a]);
+                slot.slots[slot.count++] = &nodes[b].neighbor_weights[ib];
+                slot.slots[slot.count++] = &search_nodes[b].neighbor_weights[sb];
+                search_edge_ids_[b][sb] = (int64_t)e;
+                incident_[b].push_back((uint32_t)e);
+            }
+        }
+    }
+
+    void set_weight(uint32_t edge, pm::weight_int weight) {
+        saved_.emplace_back(edge, slots_[edge].get());
+        slots_[edge].set(weight);
+    }
+
+    void restore_weights() {
+        for (auto it = saved_.rbegin(); it != saved_.rend(); ++it)
+            slots_[it->first].set(it->second);
+        saved_.clear();
+    }
+
+    /// Grows the regions of the detection events until every one is matched (or at the boundary).
+    void flood(const std::vector<uint64_t>& defects) {
+        mwpm_.flooder.queue.cur_time = 0;
+        for (auto d : defects)
+            mwpm_.create_detection_event(&mwpm_.flooder.graph.nodes[d]);
+        while (true) {
+            auto event = mwpm_.flooder.run_until_next_mwpm_notification();
+            if (event.event_type == pm::NO_EVENT)
+                break;
+            mwpm_.process_event(event);
+        }
+        if (mwpm_.node_arena.allocated.size() != mwpm_.node_arena.available.size()) {
+            mwpm_.reset();
+            restore_weights();
+            throw std::invalid_argument("no perfect matching exists: a connected component without a boundary "
+                                        "has an odd number of detection events");
+        }
+    }
+
+    pm::obs_int matched_observables(const std::vector<uint64_t>& defects) {
+        flood(defects);
+        pm::MatchingResult result;
+        for (auto d : defects) {
+            auto& node = mwpm_.flooder.graph.nodes[d];
+            if (node.region_that_arrived)
+                result += mwpm_.shatter_blossom_and_extract_matches(node.region_that_arrived_top);
+        }
+        return result.obs_mask;
+    }
+
+    /// The edges of the matching: the shortest paths between matched pairs, edges crossed twice cancelling.
+    void matched_edges(const std::vector<uint64_t>& defects, std::vector<uint32_t>& edges) {
+        flood(defects);
+        auto& match_edges = mwpm_.flooder.match_edges;
+        match_edges.clear();
+        for (auto d : defects) {
+            auto& node = mwpm_.flooder.graph.nodes[d];
+            if (node.region_that_arrived)
+                mwpm_.shatter_blossom_and_extract_match_edges(node.region_that_arrived_top, match_edges);
+        }
+        auto* first = &mwpm_.flooder.graph.nodes[0];
+        auto* search_first = &mwpm_.search_flooder.graph.nodes[0];
+        std::vector<uint32_t> touched;
+        for (const auto& match : match_edges) {
+            size_t from = match.loc_from - first;
+            size_t to = match.loc_to ? (size_t)(match.loc_to - first) : SIZE_MAX;
+            mwpm_.search_flooder.iter_edges_on_shortest_path_from_middle(from, to, [&](const pm::SearchGraphEdge& e) {
+                auto edge = (uint32_t)search_edge_ids_[e.detector_node - search_first][e.neighbor_index];
+                flipped_[edge] ^= 1;
+                touched.push_back(edge);
+            });
+        }
+        edges.clear();
+        for (auto edge : touched) {
+            if (flipped_[edge])
+                edges.push_back(edge);
+            flipped_[edge] = 0;
+        }
+    }
+
+    pm::obs_int decode_shot(const std::vector<uint64_t>& defects, const float* shot_weights) {
+        for (auto d : defects)
+            for (auto edge : incident_[d])
+                set_weight(edge, to_weight_int(shot_weights[edge]));
+        if (has_correlations_) {
+            matched_edges(defects, first_matching_);
+            for (auto edge : first_matching_)
+                for (int64_t k = correlation_indptr_[edge]; k < correlation_indptr_[edge + 1]; k++)
+                    if (correlation_weights_[k] < slots_[correlation_partners_[k]].get())
+                        set_weight(correlation_partners_[k], correlation_weights_[k]);
+        }
+        pm::obs_int observables = matched_observables(defects);
+        restore_weights();
+        return observables;
+    }
+
+    size_t num_detectors_;
+    size_t num_edges_;
+    pm::Mwpm mwpm_;
+    std::vector<EdgeSlots> slots_;
+    std::vector<std::vector<int64_t>> search_edge_ids_;  // [detector][search neighbor index] -> edge
+    std::vector<std::vector<uint32_t>> incident_;         // [detector] -> its edges
+    bool has_correlations_ = false;
+    std::vector<int64_t> correlation_indptr_;
+    std::vector<uint32_t> correlation_partners_;
+    std::vector<pm::weight_int> correlation_weights_;
+    std::vector<std::pair<uint32_t, pm::weight_int>> saved_;
+    std::vector<uint8_t> flipped_;
+    std::vector<uint32_t> first_matching_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_weighted_matching, m) {
+    m.doc() = "Minimum-weight perfect matching with per-shot edge weights (PyMatching's sparse blossom).";
+    py::class_<WeightedMatching>(m, "WeightedMatching")
+        .def(py::init<size_t, py::array_t<int64_t, py::array::c_style | py::array::forcecast>,
+                      py::array_t<uint64_t, py::array::c_style | py::array::forcecast>,
+                      py::array_t<double, py::array::c_style | py::array::forcecast>,
+                      py::array_t<int64_t, py::array::c_style | py::array::forcecast>,
+                      py::array_t<int64_t, py::array::c_style | py::array::forcecast>,
+                      py::array_t<double, py::array::c_style | py::array::forcecast>>(),
+             py::arg("num_detectors"), py::arg("edge_detectors"), py::arg("edge_observable_masks"), py::arg("weights"),
+             py::arg("correlation_indptr"), py::arg("correlation_indices"), py::arg("correlation_weights"))
+        .def_property_readonly("num_detectors", &WeightedMatching::num_detectors)
+        .def_property_readonly("num_edges", &WeightedMatching::num_edges)
+        .def("decode_batch", &WeightedMatching::decode_batch, py::arg("events"), py::arg("weights"));
+}
