@@ -124,6 +124,37 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.grid import grid_rows, markdown_table
+    from training.plot import load_results
+    from training.report import command_line
+
+    rows = grid_rows(load_results(args.results))
+    if args.markdown:
+        print(markdown_table(rows))
+        return 0
+    pipelines = sorted({label for row in rows for label in row["pipelines"]})
+    table = Table(title="logical errors on the same shots per point; ratios to plain / correlated matching")
+    for column in ("d", "p", "shots", "matching", "correlated", *pipelines):
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [str(row["distance"]), f"{row['p']:g}", f"{row['shots']:,}", str(row["matching_errors"]),
+                 str(row["correlated_errors"])]
+        for label in pipelines:
+            entry = row["pipelines"].get(label)
+            cells.append("-" if entry is None else f"{entry['errors']} ({_ratio_text(entry['vs_matching'])}, "
+                                                   f"{_ratio_text(entry['vs_correlated'])})")
+        table.add_row(*cells)
+    _emit(table, {"rows": rows, "sources": args.results, "command": command_line()}, args.json)
+    return 0
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -139,6 +170,28 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right")
     for name, row in result["streams"].items():
         table.add_row(name, f"{row['stream_samples_per_s']:,.0f}", f"{row['stim_samples_per_s']:,.0f}", f"{row['ratio']:.3f}")
+    _emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_decode(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_decode import bench_decode
+    from training.evaluate import sweep_specs
+    from training.report import command_line
+
+    specs = sweep_specs(args.distance, args.p, args.rounds, args.basis, args.noise)
+    result = bench_decode(args.decoder, args.model, specs, args.shots, args.seconds, args.seed)
+    result["command"] = command_line()
+    name = args.decoder + (f" ({args.model})" if args.model else "")
+    table = Table(title=f"nqec bench decode: {name}, shots/s on {args.shots:,} shots per point ({result['machine']})")
+    for column in ("d", "p", "pipeline", "matching", "correlated", "vs matching", "vs correlated"):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        table.add_row(str(row["distance"]), f"{row['p']:g}", f"{row['shots_per_s']:,.0f}",
+                      f"{row['matching_shots_per_s']:,.0f}", f"{row['correlated_shots_per_s']:,.0f}",
+                      f"{row['vs_matching']:.3f}x", f"{row['vs_correlated']:.3f}x")
     _emit(table, result, args.json)
     return 0
 
@@ -584,6 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="ler.png", help="output PNG (default: ler.png)")
     plot.set_defaults(func=cmd_plot)
 
+    table = commands.add_parser("table", help="one LER table over a d x p grid from evaluate JSON files")
+    table.add_argument("results", nargs="+", help="JSON files from `nqec evaluate --json` (same seed per point)")
+    table.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    table.add_argument("--json", default=None, help="write the combined rows to this JSON file")
+    table.set_defaults(func=cmd_table)
     train = commands.add_parser("train", help="train a neural decoder and write its bundle")
     kinds = train.add_subparsers(dest="model_kind", required=True, metavar="MODEL")
     for kind, defaults in {"predecoder": dict(d=5, p=[0.003], size="fpga", steps=3000, batch=256, lr=2e-3),
@@ -749,6 +807,15 @@ def build_parser() -> argparse.ArgumentParser:
     inference.add_argument("--seed", type=int, default=0)
     inference.add_argument("--json", default=None)
     inference.set_defaults(func=cmd_bench_inference)
+    decode_bench = benches.add_parser("decode", help="a pipeline's shots/s next to both PyMatching modes")
+    decode_bench.add_argument("--decoder", default="guided-matching", help="decoder name (default: guided-matching)")
+    decode_bench.add_argument("--model", default="predecoder-fpga", help="a shipped model name or a bundle path")
+    _add_experiment_args(decode_bench, sweep=True)
+    decode_bench.add_argument("--shots", type=_positive_int, default=20_000, help="shots decoded per measurement")
+    decode_bench.add_argument("--seconds", type=float, default=3.0, help="least time per measurement")
+    decode_bench.add_argument("--seed", type=int, default=0)
+    decode_bench.add_argument("--json", default=None)
+    decode_bench.set_defaults(func=cmd_bench_decode)
     server_bench = benches.add_parser("server", help="gRPC latency and throughput vs in-process decoding")
     server_bench.add_argument("--model", default="matching")
     _add_experiment_args(server_bench, sweep=False)

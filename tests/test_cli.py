@@ -85,3 +85,38 @@ def test_bench_data_reports_ratio(tmp_path):
     result = json.loads(out.read_text())
     for stream in ("circuit", "dem"):
         assert result["streams"][stream]["ratio"] > 0
+
+
+def test_bench_decode_measures_the_pipeline_beside_both_matching_modes(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    assert main(["bench", "decode", "--model", "predecoder-fpga", "-d", "3,5", "--shots", "300", "--seconds", "0.05",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["distance"] for row in result["rows"]] == [3, 5]
+    for row in result["rows"]:
+        assert row["shots"] == 300 and row["shots_per_s"] > 0
+        assert row["vs_correlated"] == pytest.approx(row["shots_per_s"] / row["correlated_shots_per_s"])
+    assert "command" in result and "cores" in result["machine"]
+    assert main(["bench", "decode", "--model", "transformer-d3", "-d", "3", "--shots", "10"]) == 2
+    assert "needs a predecoder model" in capsys.readouterr().err
+
+
+def test_table_joins_pipelines_evaluated_on_the_same_shots(tmp_path, capsys):
+    paths = []
+    for decoder, seed in (("guided-matching", 5), ("predecoder+matching", 5), ("predecoder+matching", 6)):
+        paths.append(str(tmp_path / f"{decoder}-{seed}.json"))
+        assert main(["evaluate", "--decoder", decoder, "--model", "predecoder-fpga", "-d", "3", "--shots", "3000",
+                     "--seed", str(seed), "--json", paths[-1]]) == 0
+    out = tmp_path / "table.json"
+    assert main(["table", *paths[:2], "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    first, second = (json.loads(open(path).read()) for path in paths[:2])
+    assert row["shots"] == 3000 and row["correlated_errors"] == first["correlated_errors"] == second["correlated_errors"]
+    hard = row["pipelines"]["predecoder+matching (predecoder-fpga)"]
+    assert hard["errors"] == second["errors"] and hard["vs_matching"] == pytest.approx(second["ler_ratio"])
+    assert set(row["pipelines"]) == {"guided-matching (predecoder-fpga)", "predecoder+matching (predecoder-fpga)"}
+    capsys.readouterr()
+    assert main(["table", "--markdown", paths[0]]) == 0
+    assert capsys.readouterr().out.startswith("| d | p | shots | matching | correlated |")
+    assert main(["table", *paths]) == 2
+    assert "decoded different shots (seed " in capsys.readouterr().err
