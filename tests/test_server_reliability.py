@@ -107,6 +107,7 @@ def test_deadline_expiring_in_the_queue_does_not_kill_the_model(running, events)
     client.close()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker is killed on purpose
 def test_a_stopped_worker_is_restarted_and_health_follows(running, events):
     client = DecoderClient([_target(running)])
     fragile = running.service.batchers["fragile"]
