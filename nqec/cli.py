@@ -127,7 +127,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from training.grid import grid_rows, markdown_table
+    from training.grid import grid_rows, markdown_table, pipeline_labels, row_cells
     from training.plot import load_results
     from training.report import command_line
 
@@ -135,24 +135,14 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table(rows))
         return 0
-    pipelines = sorted({label for row in rows for label in row["pipelines"]})
+    pipelines = pipeline_labels(rows)
     table = Table(title="logical errors on the same shots per point; ratios to plain / correlated matching")
     for column in ("d", "p", "shots", "matching", "correlated", *pipelines):
         table.add_column(column, justify="right")
     for row in rows:
-        cells = [str(row["distance"]), f"{row['p']:g}", f"{row['shots']:,}", str(row["matching_errors"]),
-                 str(row["correlated_errors"])]
-        for label in pipelines:
-            entry = row["pipelines"].get(label)
-            cells.append("-" if entry is None else f"{entry['errors']} ({_ratio_text(entry['vs_matching'])}, "
-                                                   f"{_ratio_text(entry['vs_correlated'])})")
-        table.add_row(*cells)
+        table.add_row(*row_cells(row, pipelines))
     _emit(table, {"rows": rows, "sources": args.results, "command": command_line()}, args.json)
     return 0
-
-
-def _ratio_text(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:

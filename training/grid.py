@@ -52,20 +52,29 @@ def grid_rows(results: list[dict]) -> list[dict]:
     return [rows[key] for key in sorted(rows)]
 
 
+def pipeline_labels(rows: list[dict]) -> list[str]:
+    """Every pipeline that appears in ``rows``, sorted."""
+    return sorted({label for row in rows for label in row["pipelines"]})
+
+
+def row_cells(row: dict, pipelines: list[str]) -> list[str]:
+    """A row as text: d, p, shots, both baselines' errors, then ``errors (x plain, x corr.)`` per pipeline."""
+    cells = [str(row["distance"]), f"{row['p']:g}", f"{row['shots']:,}", str(row["matching_errors"]),
+             str(row["correlated_errors"])]
+    for label in pipelines:
+        entry = row["pipelines"].get(label)
+        cells.append("-" if entry is None else
+                     f"{entry['errors']} ({_fmt(entry['vs_matching'])}, {_fmt(entry['vs_correlated'])})")
+    return cells
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table: errors per pipeline with ``x`` ratios to matching / correlated."""
-    pipelines = sorted({label for row in rows for label in row["pipelines"]})
+    pipelines = pipeline_labels(rows)
     header = ["d", "p", "shots", "matching", "correlated"] + [f"{label}: errors (÷ plain, ÷ corr.)"
                                                               for label in pipelines]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(row["distance"]), f"{row['p']:g}", f"{row['shots']:,}", str(row["matching_errors"]),
-                 str(row["correlated_errors"])]
-        for label in pipelines:
-            entry = row["pipelines"].get(label)
-            cells.append("-" if entry is None else f"{entry['errors']} ({_fmt(entry['vs_matching'])}, "
-                                                   f"{_fmt(entry['vs_correlated'])})")
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(row_cells(row, pipelines)) + " |" for row in rows]
     return "\n".join(lines)
 
 
