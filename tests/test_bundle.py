@@ -134,3 +134,19 @@ def test_bench_inference_reports_both_runtimes_and_parity(predecoder_bundle, tmp
         row = result["runtimes"][runtime]
         assert row["batch1_p99_ms"] >= row["batch1_p50_ms"] > 0 and row["batch1024_shots_per_s"] > 0
     assert result["parity"]["identical_decisions"] and result["parity"]["max_abs_diff"] < 1e-5
+
+
+def test_quantized_bundle_decides_like_its_parent(tmp_path):
+    """An 8-bit copy of predecoder-fpga: same interface, its edge decisions agree with the float
+    network's on >= 99.5% of edge slots of fresh Stim windows at d=5 and d=7."""
+    from training.quantize import quantize_bundle
+
+    parent = Bundle.load("predecoder-fpga")
+    int8 = quantize_bundle(parent, tmp_path / "fpga-int8", shots=500, seed=2, command="test")
+    assert int8.name == "fpga-int8" and int8.manifest["quantization"]["parent"] == "predecoder-fpga"
+    assert int8.manifest["metrics"] == {} and not (int8.path / "model.pt").exists()
+    for d in (5, 7):
+        inputs, _ = parent.stim_inputs(300, seed=9, spec=CodeSpec(d, d, 0.003))
+        assert np.mean((int8.run(inputs) > 0) == (parent.run(inputs) > 0)) >= 0.995
+    with pytest.raises(NqecError, match="--out must differ from the model's own folder"):
+        quantize_bundle(int8, int8.path)
