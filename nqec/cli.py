@@ -138,7 +138,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     pipelines = pipeline_labels(rows)
     table = Table(title="logical errors on the same shots per point; ratios to plain / correlated matching")
     for column in ("d", "p", "shots", "matching", "correlated", *pipelines):
-        table.add_column(column, justify="right")
+        table.add_column(column.replace(" (", "\n("), justify="right")  # model names on a line of their own
     for row in rows:
         table.add_row(*row_cells(row, pipelines))
     _emit(table, {"rows": rows, "sources": args.results, "command": command_line()}, args.json)
