@@ -136,8 +136,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(markdown_table(rows))
         return 0
     pipelines = pipeline_labels(rows)
-    table = Table(title="logical errors on the same shots per point; ratios to plain / correlated matching")
-    for column in ("d", "p", "shots", "matching", "correlated", *pipelines):
+    table = Table(title="logical errors on the same shots per point: plain and correlated PyMatching, and each "
+                        "pipeline's errors (its LER ÷ plain, ÷ correlated)", show_edge=False, pad_edge=False)
+    for column in ("d", "p", "shots", "plain", "corr.", *pipelines):
         table.add_column(column.replace(" (", "\n("), justify="right")  # model names on a line of their own
     for row in rows:
         table.add_row(*row_cells(row, pipelines))
