@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,19 @@ SECTION_KEYS = {"predecoder": {"directions", "window", "threshold", "require_lit
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
+PARALLEL_ROWS = 1024  # network inputs with more rows than this are split across the CPU's cores
+
+
+@functools.cache
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+@functools.cache
+def _core_pool() -> ThreadPoolExecutor:
+    """One thread per core, shared by every bundle's network calls."""
+    return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="nqec-network")
 
 
 def shipped_models() -> list[str]:
@@ -115,20 +130,37 @@ class Bundle:
         model = onnx.load(str(self.path / self.manifest["onnx"]["file"]), load_external_data=False)
         return model.graph.input[0].type.tensor_type.shape.dim
 
-    @functools.cached_property
-    def session(self):
-        """The onnxruntime session (created on first use)."""
+    def _session(self, threads: int):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads
         return onnxruntime.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
                                             providers=["CPUExecutionProvider"])
 
+    @functools.cached_property
+    def session(self):
+        """The onnxruntime session for small batches (created on first use; onnxruntime's own threads)."""
+        return self._session(threads=0)
+
+    @functools.cached_property
+    def core_session(self):
+        """A one-thread session that :meth:`run` calls on every core at once for large batches: on
+        these small images that beats onnxruntime's intra-op threads (int8 networks ~1.5x at 2 cores)."""
+        return self._session(threads=1)
+
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        """Run the network on float32 inputs (batch first); returns its only output."""
+        """Run the network on float32 inputs (batch first); returns its only output. Batches of more
+        than PARALLEL_ROWS rows are cut into one part per core, run concurrently (onnxruntime releases
+        the GIL) and joined in order."""
         name = self.manifest["onnx"]["inputs"][0]["name"]
-        return self.session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if len(inputs) <= PARALLEL_ROWS or _cores() == 1:
+            return self.session.run(None, {name: inputs})[0]
+        session = self.core_session
+        parts = np.array_split(inputs, _cores())
+        return np.concatenate(list(_core_pool().map(lambda part: session.run(None, {name: part})[0], parts)))
 
     def stim_inputs(self, shots: int, seed: int, spec: CodeSpec | None = None) -> tuple[np.ndarray, int]:
         """Network inputs for ``shots`` Stim shots at ``spec`` (default: the bundle's), and the input

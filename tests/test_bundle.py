@@ -150,3 +150,14 @@ def test_quantized_bundle_decides_like_its_parent(tmp_path):
         assert np.mean((int8.run(inputs) > 0) == (parent.run(inputs) > 0)) >= 0.995
     with pytest.raises(NqecError, match="--out must differ from the model's own folder"):
         quantize_bundle(int8, int8.path)
+
+
+def test_large_batches_split_over_the_cores_give_the_rows_in_order():
+    from decoder.bundle import PARALLEL_ROWS
+
+    bundle = Bundle.load("predecoder-fpga")
+    inputs, _ = bundle.stim_inputs(400, seed=5)
+    assert len(inputs) > PARALLEL_ROWS
+    whole = bundle.run(inputs)
+    pieces = np.concatenate([bundle.run(inputs[i: i + 100]) for i in range(0, len(inputs), 100)])
+    np.testing.assert_allclose(whole, pieces, atol=1e-5)
