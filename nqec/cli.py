@@ -91,13 +91,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    args.json, args.matching, args.reference)
     if args.record:
         from decoder.bundle import resolve_model
-        from training.export import record_metrics
+        from training.export import metrics_key, record_metrics
 
         if args.model is None:
             raise NqecError("--record stores results in a model bundle: give --model")
         bundle_dir = resolve_model(args.model)
         for record in results:
-            record_metrics(bundle_dir, f"evaluate {CodeSpec.from_dict(record['spec']).label()}", record)
+            record_metrics(bundle_dir, metrics_key(args.model, args.decoder, CodeSpec.from_dict(record["spec"])), record)
         print(f"recorded {len(results)} result(s) in {bundle_dir / 'manifest.json'}")
     return 0
 

@@ -120,3 +120,19 @@ def test_table_joins_pipelines_evaluated_on_the_same_shots(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("| d | p | shots | matching | correlated |")
     assert main(["table", *paths]) == 2
     assert "decoded different shots (seed " in capsys.readouterr().err
+
+
+def test_record_keys_the_default_pipeline_by_spec_and_the_others_by_pipeline_and_spec(tmp_path):
+    import shutil
+
+    from decoder.bundle import Bundle
+
+    bundle = tmp_path / "fpga-copy"
+    shutil.copytree(Bundle.load("predecoder-fpga").path, bundle)
+    for decoder in ("predecoder+matching", "guided-matching"):
+        assert main(["evaluate", "--decoder", decoder, "--model", str(bundle), "-d", "3", "--shots", "500",
+                     "--record"]) == 0
+    metrics = Bundle.load(bundle).manifest["metrics"]
+    spec = "d=3 r=3 p=0.003 Z-basis depolarizing"
+    assert metrics[f"evaluate {spec}"]["decoder"] == "predecoder+matching"
+    assert metrics[f"evaluate guided-matching {spec}"]["decoder"] == "guided-matching"

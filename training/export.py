@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decoder.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Bundle
+from decoder.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, PIPELINES, Bundle
 from decoder.errors import NqecError
 from decoder.layout import Layout
 from decoder.matching import MATCHING_MODES
@@ -123,6 +123,13 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
     torch.save({"kind": kind, "architecture": checkpoint.get("architecture"), "model": checkpoint["model"],
                 **({"directions": checkpoint["directions"]} if kind == "predecoder" else {})}, out / "model.pt")
     return Bundle.load(out)
+
+
+def metrics_key(model: str, decoder: str, spec: CodeSpec) -> str:
+    """The manifest key of an evaluation: ``evaluate <spec>`` for the bundle's default pipeline (the
+    one ``nqec models`` shows), ``evaluate <pipeline> <spec>`` for its others."""
+    default = PIPELINES[Bundle.load(model).kind][0]
+    return f"evaluate {spec.label()}" if decoder == default else f"evaluate {decoder} {spec.label()}"
 
 
 def record_metrics(bundle_dir: str | Path, key: str, value: object) -> None:
