@@ -11,6 +11,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -97,7 +98,7 @@ class WeightedMatching {
             auto indices = correlation_indices.unchecked<1>();
             auto cw = correlation_weights.unchecked<1>();
             correlation_indptr_.assign(indptr.data(0), indptr.data(0) + indptr.shape(0));
-            for (ssize_t k = 0; k < indices.shape(0); k++) {
+            for (py::ssize_t k = 0; k < indices.shape(0); k++) {
                 if (indices(k) < 0 || (size_t)indices(k) >= num_edges_)
                     throw std::invalid_argument("correlations: partner edge index out of range");
                 correlation_partners_.push_back((uint32_t)indices(k));
