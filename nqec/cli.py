@@ -148,13 +148,12 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from decoder.bundle import Bundle
-    from decoder.spec import CodeSpec
+    from training.evaluate import sweep_specs
     from training.quantize import quantize_bundle
     from training.report import command_line
 
     parent = Bundle.load(args.model)
-    spec = CodeSpec(args.distance, args.rounds or args.distance, args.p, args.basis, args.noise) \
-        if args.distance else None
+    spec = sweep_specs([args.distance], [args.p], args.rounds, args.basis, args.noise)[0] if args.distance else None
     bundle = quantize_bundle(parent, args.out, args.shots, args.seed, spec, command_line())
     print(f"wrote bundle {bundle.path}: {parent.name} with 8-bit weights and activations, calibrated on "
           f"{args.shots:,} shots of {(spec or parent.spec).label()}")
@@ -697,18 +696,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json", default=None)
     calibrate.set_defaults(func=cmd_calibrate)
 
-    quantize = commands.add_parser("quantize", help="an 8-bit copy of a bundle (onnxruntime static quantization)")
+    quantize = commands.add_parser("quantize", help="an 8-bit copy of a bundle (onnxruntime static quantization)",
+                                   description="Write an 8-bit copy of a bundle, its activation ranges calibrated "
+                                               "on Stim shots: at -d/-p/... if given, else at the bundle's own spec.")
     quantize.add_argument("--model", required=True, help="a shipped model name or a bundle path")
     quantize.add_argument("--out", required=True, help="folder of the new bundle (its name is the folder's)")
     quantize.add_argument("--shots", type=_positive_int, default=2000, help="Stim shots that calibrate the ranges")
     quantize.add_argument("--seed", type=int, default=0)
-    quantize.add_argument("-d", "--distance", type=int, default=None,
-                          help="calibrate at this distance (default: the bundle's spec)")
-    quantize.add_argument("-r", "--rounds", type=int, default=None)
-    quantize.add_argument("-p", type=float, default=0.003)
-    quantize.add_argument("--noise", choices=["depolarizing", "si1000"], default="depolarizing")
-    quantize.add_argument("--basis", choices=["z", "x"], default="z")
-    quantize.set_defaults(func=cmd_quantize)
+    _add_experiment_args(quantize, sweep=False)  # the calibration spec; without -d, the bundle's own
+    quantize.set_defaults(func=cmd_quantize, distance=None)
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
