@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from decoder.errors import NqecError
 
@@ -21,6 +22,10 @@ class ServerConfig:
     max_message_bytes: int = 16 << 20
     workers: int = 32  # threads serving calls; each open DecodeStream holds one
     max_streams: int = 16  # open DecodeStreams; more get RESOURCE_EXHAUSTED (must leave workers for unary calls)
+    max_streams_per_client: int = 8  # open DecodeStreams of one client connection (gRPC peer)
+    stream_idle_s: float = 30.0  # a DecodeStream that sends nothing this long is ended (DEADLINE_EXCEEDED)
+    max_stream_bytes: int = 64 << 20  # event data one DecodeStream may hold (buffered rounds, open windows)
+    max_stream_experiments: int = 1 << 18  # experiments open at once in one DecodeStream (blocks count theirs)
     tls_cert: str | None = None
     tls_key: str | None = None
     token: str | None = None
@@ -28,6 +33,12 @@ class ServerConfig:
 
     def validate(self) -> None:
         """Raise NqecError naming the setting that cannot work."""
+        if not 0 <= self.port <= 65535:
+            raise NqecError(f"--port must be in 0..65535 (0: any free port), got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise NqecError(f"--metrics-port must be in 0..65535 (0: any free port), got {self.metrics_port}")
+        if self.models_dir is not None and not Path(self.models_dir).is_dir():
+            raise NqecError(f"--models {self.models_dir!r} is not a directory of model bundles")
         if self.workers < 2:
             raise NqecError(f"--workers must be >= 2, got {self.workers}")
         if not 0 <= self.max_streams < self.workers:
@@ -36,5 +47,9 @@ class ServerConfig:
         if self.max_inflight_shots < self.max_shots_per_request:
             raise NqecError(f"--max-inflight-shots ({self.max_inflight_shots}) must admit one full request "
                             f"({self.max_shots_per_request} shots)")
+        if not 1 <= self.max_streams_per_client:
+            raise NqecError(f"--max-streams-per-client must be >= 1, got {self.max_streams_per_client}")
+        if not self.stream_idle_s > 0:
+            raise NqecError(f"--stream-idle-s must be > 0 seconds, got {self.stream_idle_s}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise NqecError("TLS needs both --tls-cert and --tls-key")
