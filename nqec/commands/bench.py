@@ -1,0 +1,159 @@
+"""``nqec bench``: data streams, inference runtimes, decoding pipelines, the server, streams, soak."""
+
+from __future__ import annotations
+
+import argparse
+
+from nqec.commands.common import add_experiment_args, emit, experiment, experiments, int_list, positive_int
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_data import bench_data
+    from training.report import command_line
+
+    spec = experiment(args)
+    result = bench_data(spec, args.batch, args.batches, args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"nqec bench data ({spec.label()}, batch {args.batch})")
+    for column in ("stream", "nqec samples/s", "stim raw samples/s", "ratio"):
+        table.add_column(column, justify="right")
+    for name, row in result["streams"].items():
+        table.add_row(name, f"{row['stream_samples_per_s']:,.0f}", f"{row['stim_samples_per_s']:,.0f}", f"{row['ratio']:.3f}")
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_inference(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_inference import BATCHES, bench_inference
+    from training.report import command_line
+
+    result = bench_inference(args.model, args.seconds, args.parity_shots, args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"nqec bench inference: {result['model']} ({result['machine']})")
+    for column in ("runtime", *[f"batch {b} shots/s" for b in BATCHES], "batch 1 p50 ms", "batch 1 p99 ms"):
+        table.add_column(column, justify="right")
+    for runtime, row in result["runtimes"].items():
+        table.add_row(runtime, *[f"{row[f'batch{b}_shots_per_s']:,.0f}" for b in BATCHES],
+                      f"{row['batch1_p50_ms']:.3f}", f"{row['batch1_p99_ms']:.3f}")
+    ratio = result["onnx_vs_torch"]
+    table.add_row("onnxruntime / torch", *[f"{ratio[f'batch{b}_shots_per_s']:.2f}x" for b in BATCHES],
+                  f"{ratio['batch1_p50_ms']:.2f}x", f"{ratio['batch1_p99_ms']:.2f}x")
+    parity = result["parity"]
+    table.caption = (f"parity on {parity['shots']} shots: max |onnx - torch| = {parity['max_abs_diff']:.2e}, "
+                     f"identical decisions: {parity['identical_decisions']}")
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_decode(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_decode import bench_decode
+    from training.report import command_line
+
+    result = bench_decode(args.decoder, args.model, experiments(args), args.shots, args.seconds, args.seed)
+    result["command"] = command_line()
+    name = args.decoder + (f" ({args.model})" if args.model else "")
+    table = Table(title=f"nqec bench decode: {name}, shots/s on {args.shots:,} shots per point ({result['machine']})")
+    for column in ("d", "p", "pipeline", "matching", "correlated", "vs matching", "vs correlated"):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        table.add_row(str(row["distance"]), f"{row['p']:g}", f"{row['shots_per_s']:,.0f}",
+                      f"{row['matching_shots_per_s']:,.0f}", f"{row['correlated_shots_per_s']:,.0f}",
+                      f"{row['vs_matching']:.3f}x", f"{row['vs_correlated']:.3f}x")
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_server(args: argparse.Namespace) -> int:
+    from nqec.commands.client import served_model_name
+    from server.bench import bench_server
+    from training.report import command_line
+
+    spec = experiment(args)
+    result, table = bench_server(served_model_name(args.model, spec), spec, target=args.target, seconds=args.seconds,
+                                 clients=args.clients, seed=args.seed)
+    result["command"] = command_line()
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from server.bench_stream import bench_stream
+    from training.report import command_line
+
+    result, table = bench_stream(tuple(args.distance), args.p, args.seed, args.ler_shots, args.distance[0])
+    result["command"] = command_line()
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from server.soak import soak
+    from training.report import command_line
+
+    result, table = soak(args.seconds, args.clients, args.seed)
+    result["command"] = command_line()
+    emit(table, result, args.json)
+    return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 else 1
+
+
+def register(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    data = benches.add_parser("data", help="training-stream samples/s vs Stim's raw sampler")
+    add_experiment_args(data, sweep=False)
+    data.add_argument("--batch", type=positive_int, default=1024)
+    data.add_argument("--batches", type=positive_int, default=200)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--json", default=None)
+    data.set_defaults(func=cmd_bench_data)
+
+    inference = benches.add_parser("inference", help="onnxruntime vs torch shots/s and latency for a bundle")
+    inference.add_argument("--model", default="predecoder-fpga")
+    inference.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    inference.add_argument("--parity-shots", type=positive_int, default=100_000)
+    inference.add_argument("--seed", type=int, default=0)
+    inference.add_argument("--json", default=None)
+    inference.set_defaults(func=cmd_bench_inference)
+
+    decode = benches.add_parser("decode", help="a pipeline's shots/s next to both PyMatching modes")
+    decode.add_argument("--decoder", default="guided-matching", help="decoder name (default: guided-matching)")
+    decode.add_argument("--model", default="predecoder-fpga", help="a shipped model name or a bundle path")
+    add_experiment_args(decode, sweep=True)
+    decode.add_argument("--shots", type=positive_int, default=20_000, help="shots decoded per measurement")
+    decode.add_argument("--seconds", type=float, default=3.0, help="least time per measurement")
+    decode.add_argument("--seed", type=int, default=0)
+    decode.add_argument("--json", default=None)
+    decode.set_defaults(func=cmd_bench_decode)
+
+    server = benches.add_parser("server", help="gRPC latency and throughput vs in-process decoding")
+    server.add_argument("--model", default="matching")
+    add_experiment_args(server, sweep=False)
+    server.add_argument("--target", default=None, help="a running server (default: start one on loopback)")
+    server.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
+    server.add_argument("--clients", type=positive_int, default=4, help="concurrent client threads")
+    server.add_argument("--seed", type=int, default=0)
+    server.add_argument("--json", default=None)
+    server.set_defaults(func=cmd_bench_server)
+
+    stream = benches.add_parser("stream", help="windowed decoding of 10 to 10,000-round experiments")
+    stream.add_argument("-d", "--distance", type=int_list, default=[5, 7, 9],
+                        help="distances (the first one gets the headline figures and the LER check)")
+    stream.add_argument("-p", type=float, default=0.003)
+    stream.add_argument("--ler-shots", type=positive_int, default=20_000,
+                        help="shots of the windowed vs whole-experiment LER check (r=100)")
+    stream.add_argument("--seed", type=int, default=0)
+    stream.add_argument("--json", default=None)
+    stream.set_defaults(func=cmd_bench_stream)
+
+    soak = benches.add_parser("soak", help="mixed traffic from several client processes; checks every answer")
+    soak.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
+    soak.add_argument("--clients", type=positive_int, default=4, help="client processes")
+    soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--json", default=None)
+    soak.set_defaults(func=cmd_bench_soak)
