@@ -136,3 +136,20 @@ def test_record_keys_the_default_pipeline_by_spec_and_the_others_by_pipeline_and
     spec = "d=3 r=3 p=0.003 Z-basis depolarizing"
     assert metrics[f"evaluate {spec}"]["decoder"] == "predecoder+matching"
     assert metrics[f"evaluate guided-matching {spec}"]["decoder"] == "guided-matching"
+
+
+@pytest.mark.parametrize("exact_windows, status", [(1000, 0), (997, 1)])
+def test_fpga_csim_fails_when_the_emulation_is_not_bit_exact(monkeypatch, capsys, exact_windows, status):
+    """`make fpga-csim` must fail when the numpy emulation and the C simulation disagree on a window."""
+    import fpga.convert
+    import fpga.csim
+
+    result = {"model": "m", "csim_windows": 1000, "csim_seconds": 1.0, "edge_agreement": 1.0,
+              "emulation_bitexact_windows": exact_windows, "emulation_bitexact": exact_windows == 1000,
+              "max_abs_logit_diff": 0.01, "shots": 10, "ler_fixed": 0.1, "ler_float": 0.1,
+              "ler_ratio_fixed_vs_float": 1.0, "shots_with_different_outcome": 0}
+    monkeypatch.setattr(fpga.convert, "convert", lambda *args, **kwargs: None)
+    monkeypatch.setattr(fpga.csim, "csim_report", lambda *args: dict(result))
+    assert main(["fpga", "csim"]) == status
+    err = capsys.readouterr().err
+    assert ("differs from the C simulation on 3 of 1000 windows" in err) == bool(status)

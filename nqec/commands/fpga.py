@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from decoder.errors import NqecError
 from nqec.commands.common import emit, positive_int, write_result
@@ -64,6 +65,11 @@ def cmd_fpga_csim(args: argparse.Namespace) -> int:
     print(f"pipeline on {result['shots']} shots: LER fixed {result['ler_fixed']:.3e} vs float {result['ler_float']:.3e} "
           f"(ratio {'-' if ratio is None else f'{ratio:.3f}'}), {result['shots_with_different_outcome']} shots differ")
     write_result(result, args.json)
+    if not result["emulation_bitexact"]:
+        differ = result["csim_windows"] - result["emulation_bitexact_windows"]
+        print(f"nqec fpga csim: MISMATCH: the numpy emulation differs from the C simulation on {differ} of "
+              f"{result['csim_windows']} windows, so the fixed-point LER above is not the firmware's", file=sys.stderr)
+        return 1
     return 0
 
 
