@@ -3,7 +3,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pymatching
 import pytest
+import scipy.stats
 import torch
 
 from training.loop import cosine_lr, load_checkpoint
@@ -27,10 +30,28 @@ def test_training_records_provenance_and_validation(predecoder_bundle):
     assert [line["step"] for line in lines if "val_ler" in line] == [20, 40]
 
 
+def held_out_edge_logits(bundle, shots, seed):
+    """The network's edge logits on fresh DEM samples and whether each edge really fired, both flat."""
+    pipeline = bundle.decoder(pipeline="guided-matching")
+    events, _, errors = bundle.spec.dem().compile_sampler(seed=seed).sample(shots, return_errors=True)
+    fired = pipeline.geometry.edges.labels(errors)[:, pipeline.geometry.predictable]
+    return pipeline.network_logits(events).astype(np.float64).ravel(), fired.ravel()
+
+
 def test_predecoder_learns(predecoder_bundle):
-    """40 steps take the BCE loss well below its value at initialization (~0.69)."""
-    lines = [json.loads(line) for line in (predecoder_bundle.path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < 0.3
+    """On 5000 held-out shots (~5000 fired of ~4e5 edge slots) the network beats the best constant:
+    its BCE is < 0.85x the binary entropy of the edge base rate (what a constant logit at the base
+    rate scores; measured ~0.7x) and it ranks fired edges above unfired ones (AUC > 0.85, measured
+    ~0.94; a constant scores 0.5)."""
+    logits, fired = held_out_edge_logits(predecoder_bundle, 5000, seed=77)
+    rate = fired.mean()
+    base_rate_loss = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    loss = np.mean(np.logaddexp(0, logits) - fired * logits)
+    assert fired.sum() > 3000 and loss < 0.85 * base_rate_loss, (loss, base_rate_loss)
+    ranks = scipy.stats.rankdata(logits)
+    positives, negatives = fired.sum(), (~fired).sum()
+    auc = (ranks[fired].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    assert auc > 0.85, auc
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
@@ -126,3 +147,29 @@ def test_export_prints_only_its_own_line(predecoder_bundle, tmp_path, capfd):
     assert main(["export", str(predecoder_bundle.path / "checkpoint.pt"), "--out", str(tmp_path / "bundle")]) == 0
     out, err = capfd.readouterr()
     assert out.strip() == f"wrote bundle {tmp_path / 'bundle'}" and err == ""
+
+
+def test_guided_calibration_rows_match_independent_decodes():
+    """The calibration table's mix-0 rows are plain and correlated matching: on the same 3000 shots their
+    error counts equal PyMatching's own (correlated: within 3 shots, 0.1%, the rounding ties of our own
+    correlated pass; here 44 errors, uncorrelated 72); the chosen (mode, mix, temperature), decoded again by a
+    freshly built guided pipeline, makes the table's fewest errors."""
+    from decoder.bundle import Bundle
+    from decoder.guided import GuidedMatchingPipeline
+    from decoder.spec import CodeSpec
+    from training.calibrate import calibrate_guided
+
+    spec, bundle = CodeSpec(5, 5, 0.006), Bundle.load("predecoder-fpga")
+    result = calibrate_guided(bundle, spec, shots=3000, seed=9)
+    events, obs = spec.circuit().compile_detector_sampler(seed=9).sample(3000, separate_observables=True)
+    rows = {(row["matching"], row["mix"], row["temperature"]): row["errors"] for row in result["table"]}
+    for mode, correlations, tolerance in (("uncorrelated", False, 0), ("correlated", True, 3)):
+        matching = pymatching.Matching.from_detector_error_model(spec.dem(), enable_correlations=correlations)
+        direct = np.any(matching.decode_batch(events, enable_correlations=correlations) != obs, axis=1).sum()
+        assert abs(rows[(mode, 0.0, 1.0)] - direct) <= tolerance, (mode, rows[(mode, 0.0, 1.0)], direct)
+    assert result["matching_errors"] == rows[("uncorrelated", 0.0, 1.0)]
+    section = bundle.manifest["predecoder"]
+    chosen = GuidedMatchingPipeline(spec, bundle.run, tuple(tuple(d) for d in section["directions"]), section["window"],
+                                    mix=result["mix"], temperature=result["temperature"],
+                                    correlations=result["matching"] == "correlated")
+    assert np.any(chosen.decode_batch(events) != obs, axis=1).sum() == min(rows.values())
