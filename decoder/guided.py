@@ -55,6 +55,14 @@ def prior_logits(dem, edges: EdgeTable) -> np.ndarray:
     return np.log(probabilities / (1 - probabilities))
 
 
+def _check_finite(weights: np.ndarray, what: str) -> None:
+    """NaN and infinities are errors (clipping would pass NaN to the matcher as an arbitrary weight)."""
+    bad = np.argwhere(~np.isfinite(weights))
+    if len(bad):
+        where = ", ".join(f"{name} {int(i)}" for name, i in zip(what.split(), bad[0]))
+        raise NqecError(f"expected finite log-odds weights; {where} is {weights[tuple(bad[0])]}")
+
+
 class WeightedMatcher:
     """Minimum-weight perfect matching with per-shot edge weights on a graph built once.
 
@@ -63,6 +71,10 @@ class WeightedMatcher:
     weights are put back. With ``correlations`` (:func:`conditional_weights`) a second pass
     follows: the edges that share an error mechanism with the first matching's edges get their
     conditional weight, if lower, and the shot is matched again.
+
+    One matcher decodes one batch at a time (threads sharing it take turns). A shot without a
+    perfect matching (an odd number of detection events in a component without a boundary) fails
+    its batch with an NqecError naming the shot.
 
     Example:
         >>> from decoder import CodeSpec, Layout
@@ -88,6 +100,7 @@ class WeightedMatcher:
         if correlations is not None:
             correlations = correlations.tocsr()
             indptr, indices, conditional = correlations.indptr, correlations.indices, correlations.data
+        _check_finite(np.asarray(weights), "edge")
         self._matching = WeightedMatching(edges.num_detectors, edges.detectors, masks.astype(np.uint64),
                                           np.clip(weights, 0.0, MAX_WEIGHT), indptr, indices, conditional)
 
@@ -96,13 +109,18 @@ class WeightedMatcher:
 
         Only the edges touching a shot's detection events take its weights (and, with
         correlations, the edges correlated with its first matching); the others keep the
-        weights the graph was built with. Weights are clipped to [0, MAX_WEIGHT]."""
+        weights the graph was built with. Weights are clipped to [0, MAX_WEIGHT]; NaN and
+        infinities are errors."""
         shape = (len(events), self.edges.num_edges)
         if events.ndim != 2 or events.shape[1] != self.edges.num_detectors or weights.shape != shape:
             raise NqecError(f"expected events [shots, {self.edges.num_detectors}] and weights {list(shape)}, "
                             f"got {list(events.shape)} and {list(weights.shape)}")
+        _check_finite(weights, "shot edge")
         clipped = np.clip(weights, 0.0, MAX_WEIGHT).astype(np.float32)
-        masks = self._matching.decode_batch(np.ascontiguousarray(events, dtype=np.uint8), clipped)
+        try:
+            masks = self._matching.decode_batch(np.ascontiguousarray(events, dtype=np.uint8), clipped)
+        except ValueError as error:  # the compiled matcher's checks (a shot without a perfect matching)
+            raise NqecError(str(error)) from None
         return ((masks[:, None] >> np.arange(self.num_observables, dtype=np.uint64)) & 1).astype(bool)
 
 

@@ -6,6 +6,11 @@
 // edges they share an error mechanism with, and the shot is matched again (PyMatching's
 // two-pass correlated matching, on top of the per-shot weights).
 //
+// One matcher decodes one batch at a time (a mutex: the shared graph's weights change per shot),
+// so several threads may share it. Weights are checked where they are read: a NaN, an infinity or
+// a log-odds outside [0, MAX_LOG_ODDS] is an error naming the shot and edge, and a shot's weights
+// are put back on every path out of it, errors included.
+//
 // Built against the sources of the PyMatching release named in setup.py (fetched at build time).
 
 #include <pybind11/numpy.h>
@@ -14,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,11 +31,19 @@ namespace py = pybind11;
 namespace {
 
 // Log-odds weights become even integers (so that regions collide at integer times) on this scale;
-// the largest weight the Python side hands over (30) stays below 2^25.
+// the largest accepted weight (MAX_LOG_ODDS) stays at 2^25, PyMatching's own range for edge weights
+// (the Python side clips at 30).
 constexpr double WEIGHT_SCALE = 1 << 19;
+constexpr double MAX_LOG_ODDS = 32;
 
-pm::weight_int to_weight_int(double log_odds) {
-    return (pm::weight_int)std::lround(std::max(log_odds, 0.0) * WEIGHT_SCALE) * 2;
+/// ``log_odds`` as the matcher's integer weight; ``what`` names it in the error if it is out of range.
+template <typename Describe>
+pm::weight_int to_weight_int(double log_odds, Describe what) {
+    if (!(log_odds >= 0 && log_odds <= MAX_LOG_ODDS))  // also false for NaN
+        throw std::invalid_argument(what() + " is " + std::to_string(log_odds) +
+                                    "; expected a finite log-odds weight in [0, " +
+                                    std::to_string((int)MAX_LOG_ODDS) + "]");
+    return (pm::weight_int)std::lround(log_odds * WEIGHT_SCALE) * 2;
 }
 
 // The four stored copies of one edge's weight: both directions, in the flooder's graph and in the
@@ -77,7 +91,7 @@ class WeightedMatching {
             for (size_t k = 0; k < 64; k++)
                 if ((masks(e) >> k) & 1)
                     observables.push_back(k);
-            auto weight = (pm::signed_weight_int)to_weight_int(w(e));
+            auto weight = (pm::signed_weight_int)to_weight_int(w(e), [&] { return "weight of edge " + std::to_string(e); });
             if (b < 0) {
                 graph.add_boundary_edge(a, weight, observables);
                 search.add_boundary_edge(a, weight, observables);
@@ -97,12 +111,24 @@ class WeightedMatching {
                                             std::to_string(num_edges_ + 1));
             auto indices = correlation_indices.unchecked<1>();
             auto cw = correlation_weights.unchecked<1>();
+            if (indices.shape(0) != cw.shape(0) || indptr(0) != 0 || indptr(num_edges_) != indices.shape(0))
+                throw std::invalid_argument(
+                    "correlations: expected a CSR matrix with indptr[0] = 0 and indptr[-1] = len(indices) = "
+                    "len(weights), got " + std::to_string(indptr(0)) + ", " + std::to_string(indptr(num_edges_)) +
+                    ", " + std::to_string(indices.shape(0)) + " and " + std::to_string(cw.shape(0)));
+            for (size_t e = 0; e < num_edges_; e++)
+                if (indptr(e + 1) < indptr(e))
+                    throw std::invalid_argument("correlations: expected a non-decreasing CSR indptr, got indptr[" +
+                                                std::to_string(e + 1) + "] < indptr[" + std::to_string(e) + "]");
             correlation_indptr_.assign(indptr.data(0), indptr.data(0) + indptr.shape(0));
             for (py::ssize_t k = 0; k < indices.shape(0); k++) {
                 if (indices(k) < 0 || (size_t)indices(k) >= num_edges_)
-                    throw std::invalid_argument("correlations: partner edge index out of range");
+                    throw std::invalid_argument("correlations: partner edge index " + std::to_string(indices(k)) +
+                                                " at " + std::to_string(k) + "; expected 0 <= index < " +
+                                                std::to_string(num_edges_));
                 correlation_partners_.push_back((uint32_t)indices(k));
-                correlation_weights_.push_back(to_weight_int(cw(k)));
+                correlation_weights_.push_back(
+                    to_weight_int(cw(k), [&] { return "correlations: conditional weight " + std::to_string(k); }));
             }
         }
         flipped_.assign(num_edges_, 0);
@@ -131,13 +157,14 @@ class WeightedMatching {
         auto w = weights.unchecked<2>();
         {
             py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(mutex_);
             std::vector<uint64_t> defects;
             for (size_t s = 0; s < shots; s++) {
                 defects.clear();
                 for (size_t d = 0; d < num_detectors_; d++)
                     if (ev(s, d))
                         defects.push_back(d);
-                out(s) = defects.empty() ? 0 : decode_shot(defects, w.data(s, 0));
+                out(s) = defects.empty() ? 0 : decode_shot(s, defects, w.data(s, 0));
             }
         }
         return result;
@@ -208,7 +235,6 @@ class WeightedMatching {
         }
         if (mwpm_.node_arena.allocated.size() != mwpm_.node_arena.available.size()) {
             mwpm_.reset();
-            restore_weights();
             throw std::invalid_argument("no perfect matching exists: a connected component without a boundary "
                                         "has an odd number of detection events");
         }
@@ -255,10 +281,28 @@ class WeightedMatching {
         }
     }
 
-    pm::obs_int decode_shot(const std::vector<uint64_t>& defects, const float* shot_weights) {
+    /// Puts a shot's weights back however the shot ends (an answer or an error).
+    struct RestoreWeights {
+        WeightedMatching& matching;
+        ~RestoreWeights() {
+            matching.restore_weights();
+        }
+    };
+
+    pm::obs_int decode_shot(size_t shot, const std::vector<uint64_t>& defects, const float* shot_weights) {
+        RestoreWeights restore{*this};
+        try {
+            return match_shot(defects, shot_weights);
+        } catch (const std::invalid_argument& error) {
+            throw std::invalid_argument("shot " + std::to_string(shot) + " (" + std::to_string(defects.size()) +
+                                        " detection events): " + error.what());
+        }
+    }
+
+    pm::obs_int match_shot(const std::vector<uint64_t>& defects, const float* shot_weights) {
         for (auto d : defects)
             for (auto edge : incident_[d])
-                set_weight(edge, to_weight_int(shot_weights[edge]));
+                set_weight(edge, to_weight_int(shot_weights[edge], [&] { return "weight of edge " + std::to_string(edge); }));
         if (has_correlations_) {
             matched_edges(defects, first_matching_);
             for (auto edge : first_matching_)
@@ -266,9 +310,7 @@ class WeightedMatching {
                     if (correlation_weights_[k] < slots_[correlation_partners_[k]].get())
                         set_weight(correlation_partners_[k], correlation_weights_[k]);
         }
-        pm::obs_int observables = matched_observables(defects);
-        restore_weights();
-        return observables;
+        return matched_observables(defects);
     }
 
     size_t num_detectors_;
@@ -284,6 +326,7 @@ class WeightedMatching {
     std::vector<std::pair<uint32_t, pm::weight_int>> saved_;
     std::vector<uint8_t> flipped_;
     std::vector<uint32_t> first_matching_;
+    std::mutex mutex_;  // one batch at a time: decoding mutates the graph's weights and the matcher's state
 };
 
 }  // namespace
