@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
@@ -28,10 +29,12 @@ WATCH_INTERVAL_S = 0.5  # how often health is brought in line with the models' w
 
 
 class TokenAuth(grpc.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>`` metadata (health and reflection stay open)."""
+    """Rejects calls without ``authorization: Bearer <token>`` metadata (health and reflection stay open).
+
+    The scheme is matched without regard to case (RFC 7235), the token exactly."""
 
     def __init__(self, token: str):
-        self.expected = f"Bearer {token}"
+        self.token = token.encode()
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
@@ -39,12 +42,69 @@ class TokenAuth(grpc.ServerInterceptor):
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
         self._deny_stream = grpc.stream_stream_rpc_method_handler(deny)
 
+    def _authorized(self, metadata) -> bool:
+        scheme, _, token = dict(metadata or ()).get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token)
+
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        if method.startswith(OPEN_METHODS) or metadata.get("authorization") == self.expected:
+        if method.startswith(OPEN_METHODS) or self._authorized(handler_call_details.invocation_metadata):
             return continuation(handler_call_details)
         return self._deny_stream if method.endswith("DecodeStream") else self._deny_unary
+
+
+class _Malformed:
+    """Stands for a request message that did not parse (the handler answers INVALID_ARGUMENT)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class MalformedRequests(grpc.ServerInterceptor):
+    """Answers a request whose bytes are not a valid message with INVALID_ARGUMENT naming the
+    expected message type (gRPC's own answer is INTERNAL, which reads as a server fault)."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or not handler_call_details.method.startswith(
+                f"/{SERVICE_NAME}/"):
+            return handler
+        parse = handler.request_deserializer
+
+        def tolerant(data: bytes):
+            try:
+                return parse(data)
+            except Exception as exc:  # DecodeError and the like: the client sent bytes of another shape
+                return _Malformed(exc)
+
+        def refuse(context):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the request is not a valid {handler_call_details.method.rsplit('/', 1)[-1]} request "
+                          f"message of nqec.v1 (see proto/decoder.proto)")
+
+        if handler.unary_unary is not None:
+            behaviour = handler.unary_unary
+
+            def unary(request, context):
+                if isinstance(request, _Malformed):
+                    refuse(context)
+                return behaviour(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, tolerant, handler.response_serializer)
+        if handler.stream_stream is not None:
+            behaviour = handler.stream_stream
+
+            def checked(requests, context):
+                for request in requests:
+                    if isinstance(request, _Malformed):
+                        refuse(context)
+                    yield request
+
+            def stream(requests, context):
+                return behaviour(checked(requests, context), context)
+
+            return grpc.stream_stream_rpc_method_handler(stream, tolerant, handler.response_serializer)
+        return handler
 
 
 class RunningServer:
@@ -91,13 +151,13 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
     config.validate()
     models = models if models is not None else load_models(config.models_dir)
     metrics = ServerMetrics()
-    interceptors = [TokenAuth(config.token)] if config.token else []
+    interceptors = ([TokenAuth(config.token)] if config.token else []) + [MalformedRequests()]
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
-               ("grpc.max_send_message_length", config.max_message_bytes)]
+               ("grpc.max_send_message_length", config.max_message_bytes),
+               ("grpc.so_reuseport", 0)]  # a second server on this port must fail, not share its connections
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
-    service = DecoderService(models, metrics, config.max_batch, config.max_wait_us / 1e6, config.max_shots_per_request,
-                             config.max_inflight_shots, config.max_streams)
+    service = DecoderService(models, metrics, config)
     pb2_grpc.add_DecoderServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -3,7 +3,9 @@
 The worker never dies silently: every batch is guarded, requests whose callers are gone are
 dropped, and a worker that stops anyway is restarted by the next request (``restarts`` counts
 them). Work per batch is bounded: the batch is decoded in the decoder's chunks and abandoned
-once every request in it is past its deadline.
+at the next chunk once no request in it is wanted any more (every deadline passed, every caller
+gone). A request's ``release`` callback runs exactly once, when its shots leave the batcher
+(answered, dropped or abandoned), so admission control counts the work still being done.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -27,6 +30,10 @@ class DeadlineExpired(Exception):
     """The request's deadline passed before its batch was decoded."""
 
 
+class CallerGone(Exception):
+    """Every caller of a batch left (cancelled or disconnected): its decoding stopped."""
+
+
 class BatcherClosed(Exception):
     """The server is shutting down: queued requests are answered with this."""
 
@@ -36,6 +43,27 @@ class _Pending:
     events: np.ndarray  # bit-packed uint8 [shots, bytes]
     deadline: float | None  # time.monotonic() value, or None
     future: Future
+    gone: Callable[[], bool] | None = None  # True once the caller has left
+    release: Callable[[], None] | None = None  # runs once when the shots leave the batcher
+
+    def wanted(self, now: float) -> bool:
+        """Whether anybody still waits for this request's answer."""
+        return ((self.deadline is None or now <= self.deadline) and not self.future.cancelled()
+                and not (self.gone is not None and self.gone()))
+
+    def settle(self, result=None, error: BaseException | None = None) -> None:
+        """Answer the caller (unless it gave up) and release the shots; never raises."""
+        if not self.future.done():
+            try:
+                if error is not None:
+                    self.future.set_exception(error)
+                else:
+                    self.future.set_result(result)
+            except Exception:  # InvalidStateError: cancelled between the check and the set
+                pass
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
 
 @dataclasses.dataclass
@@ -47,23 +75,11 @@ class BatchOutcome:
     batch_shots: int
 
 
-def _settle(future: Future, result=None, error: BaseException | None = None) -> None:
-    """Answer a future unless its caller already gave up on it (cancelled): never raises."""
-    if future.done():
-        return
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except Exception:  # InvalidStateError: cancelled between the check and the set
-        pass
-
-
 class MicroBatcher:
-    """One worker thread per model: it takes every queued request (up to ``max_batch`` shots,
-    waiting at most ``max_wait_s`` for more after the first), decodes them as one batch and
-    hands each request its rows. Expired and cancelled requests are dropped before decoding.
+    """One worker thread per model: it takes queued requests (up to ``max_batch`` shots; a single
+    larger request is decoded alone; waiting at most ``max_wait_s`` for more after the first),
+    decodes them as one batch and hands each request its rows. Expired, cancelled and abandoned
+    requests are dropped before decoding and between chunks.
 
     When nothing is queued or being decoded (light load) and ``max_wait_s`` is 0, a request
     is decoded in the caller's thread: no hand-off to the worker, the lowest latency."""
@@ -74,9 +90,10 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.restarts = 0
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._carry: _Pending | None = None  # a request that did not fit the last batch: it opens the next
         self._busy = threading.Lock()  # held while a batch is being decoded
         self._closed = False
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()  # orders close() against new requests, guards worker restarts
         self._thread = self._start_worker()
 
     @property
@@ -93,49 +110,67 @@ class MicroBatcher:
         """Restart the worker thread if it stopped (every queued request calls this first)."""
         if self._thread.is_alive() or self._closed:
             return
-        with self._start_lock:
-            if not self._thread.is_alive():
+        with self._lock:
+            if not self._thread.is_alive() and not self._closed:
                 log.error("batch worker of %s had stopped; restarting it", self.decoder.name)
                 self.restarts += 1
                 self._thread = self._start_worker()
 
-    def decode(self, events: np.ndarray, deadline: float | None = None) -> BatchOutcome:
+    def decode(self, events: np.ndarray, deadline: float | None = None, gone: Callable[[], bool] | None = None,
+               release: Callable[[], None] | None = None) -> BatchOutcome:
         """Decode bit-packed events (alone, or batched with concurrent requests) and wait for them.
 
-        Raises :class:`DeadlineExpired` when ``deadline`` (a ``time.monotonic()`` value) passes
-        first, :class:`BatcherClosed` when the server shuts down, and the decoder's exception if it fails."""
-        if self._closed:
-            raise BatcherClosed()
+        ``gone()`` says whether the caller has left (its work then stops at the next chunk);
+        ``release()`` runs exactly once, when the shots leave the batcher. Raises
+        :class:`DeadlineExpired` when ``deadline`` (a ``time.monotonic()`` value) passes first,
+        :class:`CallerGone`, :class:`BatcherClosed` when the server shuts down, and the
+        decoder's exception if it fails."""
+        pending = _Pending(events, deadline, Future(), gone, release)
         if self.max_wait_s == 0 and self._busy.acquire(blocking=False):
             try:
-                if self._queue.empty():
-                    result, seconds = self._run(events, deadline)
-                    return BatchOutcome(result, seconds, len(events))
+                if self._queue.empty() and self._carry is None and not self._closed:
+                    try:
+                        result, seconds = self._run(events, lambda: pending.wanted(time.monotonic()), deadline)
+                        return BatchOutcome(result, seconds, len(events))
+                    finally:
+                        pending.settle()
             finally:
                 self._busy.release()
+        with self._lock:
+            if self._closed:
+                pending.settle(error=BatcherClosed())
+                raise BatcherClosed()
+            self._queue.put(pending)
         self.revive()
-        future: Future = Future()
-        self._queue.put(_Pending(events, deadline, future))
         try:
-            return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return pending.future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
+            pending.future.cancel()  # still queued: the worker drops it; being decoded: it is no longer wanted
             raise DeadlineExpired() from None
 
     def close(self) -> None:
         """Stop the worker; requests still queued are answered with :class:`BatcherClosed`."""
-        self._closed = True
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # else the worker drains the queue after its current batch
+            self._drain()
+
+    def _drain(self) -> None:
+        """Answer every queued request with BatcherClosed (once closed, by one thread at a time)."""
+        carry, self._carry = self._carry, None
+        if carry is not None:
+            carry.settle(error=BatcherClosed())
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
             if item is not None:
-                _settle(item.future, error=BatcherClosed())
+                item.settle(error=BatcherClosed())
 
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+    def _collect(self, first: _Pending) -> list[_Pending]:
         items, shots = [first], len(first.events)
         wait_until = time.monotonic() + self.max_wait_s
         while shots < self.max_batch:
@@ -144,54 +179,68 @@ class MicroBatcher:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is None:
-                return items, True
+            if item is None:  # close(): the loop sees _closed next
+                break
+            if shots + len(item.events) > self.max_batch:
+                self._carry = item
+                break
             items.append(item)
             shots += len(item.events)
-        return items, False
+        return items
 
     def _serve(self) -> None:
-        closing = False
-        while not closing:
-            first = self._queue.get()
+        while True:
+            first, self._carry = self._carry, None
             if first is None:
+                first = self._queue.get()
+            if self._closed:
+                if first is not None:
+                    first.settle(error=BatcherClosed())
+                self._drain()
                 return
-            items, closing = self._collect(first)
+            if first is None:
+                continue
+            items = self._collect(first)
             try:
-                live = self._live(items)
-                if live:
-                    with self._busy:
+                with self._busy:
+                    live = self._live(items)
+                    if live:
                         self._decode(live)
             except BaseException as exc:  # never leave a caller waiting; die only on a non-Exception
                 log.exception("batch worker of %s failed on a batch", self.decoder.name)
                 error = exc if isinstance(exc, Exception) else RuntimeError(f"the batch worker stopped: {exc!r}")
                 for item in items:
-                    _settle(item.future, error=error)
+                    item.settle(error=error)
                 if not isinstance(exc, Exception):
                     raise  # SystemExit and the like end the thread; revive() starts a new one
 
     @staticmethod
     def _live(items: list[_Pending]) -> list[_Pending]:
-        """The requests still wanted: not cancelled by their callers, not past their deadlines."""
+        """The requests still wanted (checked once the decoder is free); the others are answered now."""
         now = time.monotonic()
         live = []
         for item in items:
             if not item.future.set_running_or_notify_cancel():
-                continue  # the caller gave up (deadline passed while queued)
-            if item.deadline is not None and now > item.deadline:
-                _settle(item.future, error=DeadlineExpired())
+                item.settle()  # the caller gave up (deadline passed while queued): release its shots
+            elif item.deadline is not None and now > item.deadline:
+                item.settle(error=DeadlineExpired())
+            elif item.gone is not None and item.gone():
+                item.settle(error=CallerGone())
             else:
                 live.append(item)
         return live
 
-    def _run(self, events: np.ndarray, deadline: float | None) -> tuple[DecodeResult, float]:
-        """Decode in the decoder's chunks; stop with DeadlineExpired once ``deadline`` has passed."""
+    def _run(self, events: np.ndarray, wanted: Callable[[], bool], deadline: float | None
+             ) -> tuple[DecodeResult, float]:
+        """Decode in the decoder's chunks; stop before a chunk once nobody wants the answer."""
         start = time.perf_counter()
         chunk = self.decoder.chunk_shots
         parts = []
         for offset in range(0, max(len(events), 1), chunk):
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExpired()
+            if not wanted():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExpired()
+                raise CallerGone()
             parts.append(self.decoder.decode_batch_with_info(events[offset: offset + chunk]))
         return DecodeResult.concatenate(parts), time.perf_counter() - start
 
@@ -200,13 +249,13 @@ class MicroBatcher:
         deadlines = [item.deadline for item in items]
         latest = None if None in deadlines else max(deadlines)
         try:
-            result, seconds = self._run(batch, latest)
+            result, seconds = self._run(batch, lambda: any(item.wanted(time.monotonic()) for item in items), latest)
         except Exception as exc:  # a failing model or an abandoned batch must not kill the worker
             for item in items:
-                _settle(item.future, error=exc)
+                item.settle(error=exc)
             return
         offset = 0
         for item in items:
             rows = slice(offset, offset + len(item.events))
             offset = rows.stop
-            _settle(item.future, BatchOutcome(result.rows(rows), seconds, len(batch)))
+            item.settle(BatchOutcome(result.rows(rows), seconds, len(batch)))

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
+import logging
+import queue
 import threading
 import time
 
 import grpc
 import numpy as np
 
-from decoder.events import pack_bits, unpack_bits
+from decoder.events import pack_bits
 from decoder.interface import Stage
-from server.batching import BatcherClosed, DeadlineExpired, MicroBatcher
+from server.batching import BatcherClosed, CallerGone, DeadlineExpired, MicroBatcher
+from server.config import ServerConfig
 from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
 from server.metrics import ServerMetrics
 from server.models import ServedModel, model_info
 from server.streams import StreamError, open_experiments
 
+log = logging.getLogger(__name__)
 
 MAX_NAME_IN_MESSAGE = 64  # characters of a client-supplied name echoed in an error
+REMEMBERED_FAILURES = 4096  # ids of failed experiments a stream remembers, to say why their later rounds fail
+RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
 def quoted(name: str) -> str:
@@ -62,19 +71,138 @@ class _Admission:
             self.value -= amount
 
 
+class _PerClient:
+    """Open streams per client connection (gRPC peer), each capped at ``limit``."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.counts: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def take(self, peer: str) -> bool:
+        with self._lock:
+            if self.counts[peer] >= self.limit:
+                return False
+            self.counts[peer] += 1
+            return True
+
+    def give(self, peer: str) -> None:
+        with self._lock:
+            self.counts[peer] -= 1
+            if not self.counts[peer]:
+                del self.counts[peer]
+
+
+class _StreamIdle(Exception):
+    """The client sent nothing for longer than the stream idle limit."""
+
+
+def _idle_limited(requests, idle_s: float):
+    """Yield the stream's requests, raising :class:`_StreamIdle` when none arrives within ``idle_s``.
+
+    A reader thread waits on gRPC's iterator; it ends with the call (gRPC ends the iterator)."""
+    inbox: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def read():
+        try:
+            for request in requests:
+                while not stop.is_set():
+                    try:
+                        inbox.put(("request", request), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            inbox.put(("end", None))
+        except BaseException as exc:  # the call ended (cancelled, aborted) or a request was refused
+            inbox.put(("error", exc))
+
+    threading.Thread(target=read, name="stream-reader", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = inbox.get(timeout=idle_s)
+            except queue.Empty:
+                raise _StreamIdle() from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+@dataclasses.dataclass
+class _Open:
+    """An experiment (or block) open in a stream, with what it reserved."""
+
+    state: object
+    model_name: str
+    reserved_bytes: int
+
+
+class _StreamLedger:
+    """What one DecodeStream holds: open experiments and blocks, their memory and shots (reserved
+    when they open, released when they end), and the ids that failed (to name why later rounds fail)."""
+
+    def __init__(self, service: "DecoderService"):
+        self.service = service
+        self.open: dict[tuple[str, str], _Open] = {}
+        self.failed: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        self.bytes = 0
+        self.experiments = 0
+
+    def reserve(self, key: tuple[str, str], state, model_name: str) -> _Open:
+        service = self.service
+        if self.experiments + state.experiments > service.max_stream_experiments:
+            raise StreamError(f"would open {self.experiments + state.experiments:,} experiments in this stream, over "
+                              f"the server's limit of {service.max_stream_experiments:,}; finish some first")
+        if self.bytes + state.reserved_bytes > service.max_stream_bytes:
+            raise StreamError(f"needs {state.reserved_bytes:,} bytes of stream memory; this stream holds "
+                              f"{self.bytes:,} of its {service.max_stream_bytes:,}; finish some experiments first")
+        if not service.inflight_shots.take(state.experiments):
+            raise StreamError(f"server busy: {service.inflight_shots.value:,} shots in flight, the limit is "
+                              f"{service.inflight_shots.limit:,} (--max-inflight-shots); retry later")
+        self.bytes += state.reserved_bytes
+        self.experiments += state.experiments
+        self.open[key] = _Open(state, model_name, state.reserved_bytes)
+        return self.open[key]
+
+    def close(self, key: tuple[str, str], failure: str | None = None) -> None:
+        entry = self.open.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.reserved_bytes
+            self.experiments -= entry.state.experiments
+            self.service.inflight_shots.give(entry.state.experiments)
+        if failure is not None:
+            self.failed[key] = failure
+            while len(self.failed) > REMEMBERED_FAILURES:
+                self.failed.popitem(last=False)
+
+    def close_all(self) -> None:
+        for key in list(self.open):
+            self.close(key)
+
+
 class DecoderService(pb2_grpc.DecoderServicer):
     """Validation, admission control (shots in flight, open streams), batching and streaming."""
 
-    def __init__(self, models: dict[str, ServedModel], metrics: ServerMetrics, max_batch: int = 4096,
-                 max_wait_s: float = 0.0, max_shots_per_request: int = 1 << 16,
-                 max_inflight_shots: int = 1 << 18, max_streams: int = 16):
+    def __init__(self, models: dict[str, ServedModel], metrics: ServerMetrics, config: ServerConfig | None = None):
+        config = config or ServerConfig()
         self.models = models
         self.metrics = metrics
-        self.max_shots = max_shots_per_request
-        self.inflight_shots = _Admission(max_inflight_shots)
-        self.open_streams = _Admission(max_streams)
-        self.batchers = {name: MicroBatcher(m.decoder, max_batch, max_wait_s) for name, m in models.items()
-                         if m.decoder is not None}
+        self.max_shots = config.max_shots_per_request
+        self.inflight_shots = _Admission(config.max_inflight_shots)
+        self.open_streams = _Admission(config.max_streams)
+        self.client_streams = _PerClient(config.max_streams_per_client)
+        self.stream_idle_s = config.stream_idle_s
+        self.max_stream_bytes = config.max_stream_bytes
+        self.max_stream_experiments = config.max_stream_experiments
+        self.batchers = {name: MicroBatcher(m.decoder, config.max_batch, config.max_wait_us / 1e6)
+                         for name, m in models.items() if m.decoder is not None}
         self.model_metrics = {name: metrics.for_model(name) for name in models}
 
     def close(self) -> None:
@@ -91,23 +219,29 @@ class DecoderService(pb2_grpc.DecoderServicer):
         self.metrics.errors.labels(method, error.code.name).inc()
         context.abort(error.code, str(error))
 
-    def _decode(self, model: ServedModel, events: np.ndarray, deadline: float | None):
+    def _decode(self, model: ServedModel, events: np.ndarray, deadline: float | None, context,
+                admitted: bool = False):
         """Decode through the model's batcher; raises RequestError when the server is full, on
-        deadline, on shutdown or on model failure."""
-        if not self.inflight_shots.take(len(events)):
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"server busy: {self.inflight_shots.value:,} shots in flight, {len(events):,} more would "
-                               f"pass the limit of {self.inflight_shots.limit:,} (--max-inflight-shots); retry later")
+        deadline, when the caller left, on shutdown or on model failure. ``admitted``: the shots
+        are already counted in flight (by the stream that holds them)."""
+        release = None
+        if not admitted:
+            if not self.inflight_shots.take(len(events)):
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"server busy: {self.inflight_shots.value:,} shots in flight, {len(events):,} more "
+                                   f"would pass the limit of {self.inflight_shots.limit:,} (--max-inflight-shots); "
+                                   "retry later")
+            release = functools.partial(self.inflight_shots.give, len(events))
         try:
-            outcome = self.batchers[model.name].decode(events, deadline)
+            outcome = self.batchers[model.name].decode(events, deadline, lambda: not context.is_active(), release)
         except DeadlineExpired:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the shots were decoded")
+        except CallerGone:
+            raise RequestError(grpc.StatusCode.CANCELLED, "the caller left; its decoding stopped")
         except BatcherClosed:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Exception as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"model {model.name!r} failed: {exc}") from exc
-        finally:
-            self.inflight_shots.give(len(events))
         if deadline is not None and time.monotonic() > deadline:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while decoding")
         metrics = self.model_metrics[model.name]
@@ -129,7 +263,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         try:
             model = self._model(request.model)
             events = self._unpack_request(model, request)
-            outcome = self._decode(model, events, self._deadline(context))
+            outcome = self._decode(model, events, self._deadline(context), context)
         except RequestError as error:
             return self._fail(context, "Decode", error)
         result = outcome.result
@@ -159,87 +293,123 @@ class DecoderService(pb2_grpc.DecoderServicer):
         return events
 
     def DecodeStream(self, request_iterator, context):
+        peer = context.peer()
         if not self.open_streams.take():
             return self._fail(context, "DecodeStream", RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.open_streams.limit} streams are open, the server's limit "
                 "(--max-streams); close one or retry later"))
+        if not self.client_streams.take(peer):
+            self.open_streams.give()
+            return self._fail(context, "DecodeStream", RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"this client already has {self.client_streams.limit} streams "
+                "open, the server's limit per client (--max-streams-per-client); close one or retry later"))
         try:
-            yield from self._stream(request_iterator, context)
+            yield from self._stream(_idle_limited(request_iterator, self.stream_idle_s), context)
+        except _StreamIdle:
+            self._fail(context, "DecodeStream", RequestError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"the stream sent nothing for {self.stream_idle_s:g} s, the server's "
+                "idle limit (--stream-idle-s): it was ended and its open experiments dropped"))
         finally:
+            self.client_streams.give(peer)
             self.open_streams.give()
 
     def _stream(self, request_iterator, context):
-        experiments: dict = {}  # Round messages: one experiment each
-        blocks: dict = {}  # RoundBlock messages: many experiments each
-        for request in request_iterator:
-            start = time.perf_counter()
-            finished_experiments: dict[str, list] = {}
-            finished_blocks: dict[str, list] = {}
-            results, block_results = [], []
-            for round_ in request.rounds:
-                results += self._add_round(experiments, finished_experiments, "experiment", round_.experiment_id,
-                                           round_.model, 1, round_.events, round_.last, round_.stream_corrections)
-            for block in request.blocks:
-                block_results += self._add_round(blocks, finished_blocks, "block", block.block_id, block.model,
-                                                 block.num_experiments, block.events, block.last,
-                                                 block.stream_corrections)
-            deadline = self._deadline(context)
-            for key, result, seconds, error in self._decode_finished(finished_experiments, deadline):
-                results.append(pb2.ExperimentResult(experiment_id=key, error=error) if error else pb2.ExperimentResult(
-                    experiment_id=key, observable_flips=pack_bits(result.observables)[0].tobytes(),
-                    stage=int(result.stage[0]), decode_seconds=seconds))
-            for key, result, seconds, error in self._decode_finished(finished_blocks, deadline):
-                block_results.append(pb2.BlockResult(block_id=key, error=error) if error else pb2.BlockResult(
-                    block_id=key, observable_flips=pack_bits(result.observables).tobytes(),
-                    stages=result.stage.astype(np.uint8).tobytes(), decode_seconds=seconds))
-            if results or block_results:
-                self.metrics.request_seconds.labels("DecodeStream", "").observe(time.perf_counter() - start)
-                yield pb2.StreamResponse(results=results, blocks=block_results)
-        unfinished = [pb2.ExperimentResult(experiment_id=key, error=self._cut_short("experiment", key, state))
-                      for key, state in experiments.items()]
-        unfinished_blocks = [pb2.BlockResult(block_id=key, error=self._cut_short("block", key, state))
-                             for key, state in blocks.items()]
-        if unfinished or unfinished_blocks:
-            yield pb2.StreamResponse(results=unfinished, blocks=unfinished_blocks)
+        ledger = _StreamLedger(self)
+        try:
+            for request in request_iterator:
+                yield from self._stream_request(ledger, request, context)
+            unfinished = [pb2.ExperimentResult(experiment_id=key, error=self._cut_short(what, key, entry.state))
+                          for (what, key), entry in ledger.open.items() if what == "experiment"]
+            unfinished_blocks = [pb2.BlockResult(block_id=key, error=self._cut_short(what, key, entry.state))
+                                 for (what, key), entry in ledger.open.items() if what == "block"]
+            if unfinished or unfinished_blocks:
+                yield pb2.StreamResponse(results=unfinished, blocks=unfinished_blocks)
+        finally:
+            ledger.close_all()
+
+    def _stream_request(self, ledger: _StreamLedger, request, context):
+        start = time.perf_counter()
+        finished: dict[str, list] = {}
+        results, block_results = [], []
+        for round_ in request.rounds:
+            results += self._add_round(ledger, finished, "experiment", round_.experiment_id, round_.model, 1,
+                                       round_.events, round_.last, round_.stream_corrections)
+        for block in request.blocks:
+            block_results += self._add_round(ledger, finished, "block", block.block_id, block.model,
+                                             block.num_experiments, block.events, block.last, block.stream_corrections)
+        for (what, key), result, seconds, error in self._decode_finished(ledger, finished, self._deadline(context),
+                                                                         context):
+            fields = dict(error=error) if error else dict(observable_flips=pack_bits(result.observables).tobytes(),
+                                                          decode_seconds=seconds)
+            if what == "experiment":
+                if not error:
+                    fields["stage"] = int(result.stage[0])
+                results.append(pb2.ExperimentResult(experiment_id=key, **fields))
+            else:
+                if not error:
+                    fields["stages"] = result.stage.astype(np.uint8).tobytes()
+                block_results.append(pb2.BlockResult(block_id=key, **fields))
+        if results or block_results:
+            self.metrics.request_seconds.labels("DecodeStream", "").observe(time.perf_counter() - start)
+            yield pb2.StreamResponse(results=results, blocks=block_results)
 
     @staticmethod
     def _cut_short(what: str, key: str, state) -> str:
         return (f"the stream ended after {state.progress} of {what} {quoted(key)}: no answer "
                 "(mark its final round with last=true)")
 
-    def _add_round(self, pending: dict, finished: dict, what: str, key: str, model_name: str, experiments: int,
-                   events: bytes, last: bool, stream_corrections: bool) -> list:
+    def _add_round(self, ledger: _StreamLedger, finished: dict, what: str, key: str, model_name: str,
+                   experiments: int, events: bytes, last: bool, stream_corrections: bool) -> list:
         """Record one round of an experiment (``experiments`` = 1) or a block. Returns the result
-        messages it produced at once: an error (the experiment is then forgotten), a committed
-        correction or a windowed answer. Fixed-length experiments that are complete go to
-        ``finished`` to be decoded in one batch per model."""
+        messages it produced at once: an error (the experiment is then closed; its later rounds
+        are refused, naming the error), a committed correction or a windowed answer. Fixed-length
+        experiments that are complete go to ``finished`` to be decoded in one batch per model."""
         message = pb2.ExperimentResult if what == "experiment" else pb2.BlockResult
         ident = {f"{what}_id": key}
         start = time.perf_counter()
+        state = None
         try:
-            state = self._state(pending, what, key, model_name, experiments, stream_corrections)
-            bits = self._round_bits(state, what, key, events, last)
-            update = state.add(bits, last)
-        except StreamError as error:
-            pending.pop(key, None)
-            return [message(**ident, error=f"{what} {quoted(key)}: {error}" if key else str(error))]
+            entry = self._open_entry(ledger, what, key, model_name, experiments, stream_corrections)
+            state = entry.state
+            update = state.add(self._round_packed(state, events, last), last)
+        except Exception as exc:  # a bad round, a bug or a failing window: this one ends, the stream goes on
+            if not isinstance(exc, StreamError):
+                log.exception("stream %s %r failed on a round", what, key)
+                exc = f"failed on round {state.received if state else 0}: {exc}"
+            if key and (what, key) not in ledger.failed:
+                ledger.close((what, key), failure=str(exc))
+            return [message(**ident, error=f"{what} {quoted(key)}: {exc}" if key else str(exc))]
         if update.complete is not None:
-            finished.setdefault(state.model.name, []).append((key, update.complete))
-        if last:
-            del pending[key]
+            finished.setdefault(entry.model_name, []).append(((what, key), update.complete))
+        elif last:
+            ledger.close((what, key))
         flips = update.final if update.final is not None else update.partial
         if flips is None:
             return []
         packed = pack_bits(flips)
-        return [message(**ident, observable_flips=packed[0].tobytes() if what == "experiment" else packed.tobytes(),
-                        partial=update.partial is not None, rounds_committed=update.rounds_committed,
-                        decode_seconds=time.perf_counter() - start)]
+        fields = dict(observable_flips=packed[0].tobytes() if what == "experiment" else packed.tobytes(),
+                      partial=update.partial is not None, rounds_committed=update.rounds_committed,
+                      decode_seconds=time.perf_counter() - start)
+        if what == "block" and update.final is not None:
+            fields["stages"] = np.full(len(flips), Stage.MATCHING, np.uint8).tobytes()
+        return [message(**ident, **fields)]
 
-    def _state(self, pending: dict, what: str, key: str, model_name: str, experiments: int, stream_corrections: bool):
+    def _open_entry(self, ledger: _StreamLedger, what: str, key: str, model_name: str, experiments: int,
+                    stream_corrections: bool):
+        """The open experiment (or block) ``key``, opened now if this is its first round."""
         if not key:
             raise StreamError(f"{what}_id must be non-empty")
-        if key in pending:
-            return pending[key]
+        entry = ledger.open.get((what, key))
+        if entry is not None:
+            if model_name and model_name != entry.model_name:
+                raise StreamError(f"is already open with model {entry.model_name!r} (duplicate {what}_id?); "
+                                  f"this round names {quoted(model_name)}")
+            return entry
+        if (what, key) in ledger.failed:
+            raise StreamError(f"was ended by an earlier error ({ledger.failed[(what, key)]}); "
+                              f"send it again under a new {what}_id")
+        if not model_name:
+            raise StreamError(f"no open {what} has this id, and a first round must name its model")
         if model_name not in self.models:
             raise StreamError(f"unknown model {quoted(model_name)} on its first round")
         model = self.models[model_name]
@@ -247,11 +417,10 @@ class DecoderService(pb2_grpc.DecoderServicer):
             raise StreamError(f"model {model_name!r} does not support streaming")
         if not 1 <= experiments <= self.max_shots:
             raise StreamError(f"must hold 1 to {self.max_shots} experiments, got {experiments}")
-        pending[key] = open_experiments(model, experiments, stream_corrections)
-        return pending[key]
+        return ledger.reserve((what, key), open_experiments(model, experiments, stream_corrections), model_name)
 
     @staticmethod
-    def _round_bits(state, what: str, key: str, events: bytes, last: bool) -> np.ndarray:
+    def _round_packed(state, events: bytes, last: bool) -> np.ndarray:
         index, size = state.received, state.slice_size(last)
         width = (size + 7) // 8
         if len(events) != state.experiments * width:
@@ -260,20 +429,26 @@ class DecoderService(pb2_grpc.DecoderServicer):
         packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
         if spare_bits_set(packed, size):
             raise StreamError(f"round {index}: padding bits past detector {size} must be zero")
-        return unpack_bits(packed, size)
+        return packed
 
-    def _decode_finished(self, finished: dict[str, list], deadline):
-        """Decode finished experiments or blocks, one batch per model; yields
-        ``(key, DecodeResult of its rows, decode seconds, error message)``."""
+    def _decode_finished(self, ledger: _StreamLedger, finished: dict[str, list], deadline, context):
+        """Decode finished fixed-length experiments or blocks, one batch per model; yields
+        ``(key, DecodeResult of its rows, decode seconds, error message)``. A decode refused for
+        a passing reason (busy, deadline, shutdown) leaves them open: the last round can be sent again."""
         for name, entries in finished.items():
             try:
                 outcome = self._decode(self.models[name], pack_bits(np.concatenate([bits for _, bits in entries])),
-                                       deadline)
+                                       deadline, context, admitted=True)
             except RequestError as error:
-                yield from ((key, None, 0.0, str(error)) for key, _ in entries)
+                retry = error.code in RETRYABLE  # the experiments stay open, waiting for their last round again
+                for key, _ in entries:
+                    if not retry:
+                        ledger.close(key, failure=str(error))
+                    yield key, None, 0.0, str(error) + ("; send its last round again to retry" if retry else "")
                 continue
             offset = 0
             for key, bits in entries:
+                ledger.close(key)
                 yield key, outcome.result.rows(slice(offset, offset + len(bits))), outcome.decode_seconds, ""
                 offset += len(bits)
 

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from decoder.events import unpack_bits
 from server.models import ServedModel
 
 
@@ -27,11 +28,14 @@ class Update:
 
 
 class FixedLengthExperiments:
-    """Rounds of fixed-length experiments, buffered until the last one."""
+    """Rounds of fixed-length experiments, buffered bit-packed (as they came) until the last one.
+
+    The last round is not kept: if decoding the complete experiments is refused, the client can
+    send the last round again."""
 
     def __init__(self, model: ServedModel, experiments: int, stream_corrections: bool = False):
         self.model, self.experiments = model, experiments
-        self.rounds: list[np.ndarray] = []
+        self.rounds: list[np.ndarray] = []  # bit-packed uint8 [experiments, bytes of the round]
 
     @property
     def received(self) -> int:
@@ -41,20 +45,28 @@ class FixedLengthExperiments:
     def progress(self) -> str:
         return f"{self.received} of {len(self.model.detectors_per_round)} rounds"
 
+    @property
+    def reserved_bytes(self) -> int:
+        """Most bytes of event data these experiments can hold: every round but the last, packed."""
+        return self.experiments * sum((size + 7) // 8 for size in self.model.detectors_per_round[:-1])
+
     def slice_size(self, last: bool) -> int:
         sizes = self.model.detectors_per_round
         if self.received >= len(sizes):
             raise StreamError(f"has only {len(sizes)} rounds")
         return sizes[self.received]
 
-    def add(self, bits: np.ndarray, last: bool) -> Update:
-        self.rounds.append(bits)
+    def add(self, packed: np.ndarray, last: bool) -> Update:
+        sizes = self.model.detectors_per_round
+        if last and self.received + 1 != len(sizes):
+            raise StreamError(f"ended after {self.received + 1} rounds; model {self.model.name!r} needs {len(sizes)}")
         if not last:
+            if self.received + 1 == len(sizes):
+                raise StreamError(f"round {self.received} is the model's last ({len(sizes)} rounds): mark it last=true")
+            self.rounds.append(packed.copy())
             return Update()
-        if self.received != len(self.model.detectors_per_round):
-            raise StreamError(f"ended after {self.received} rounds; model {self.model.name!r} needs "
-                              f"{len(self.model.detectors_per_round)}")
-        return Update(complete=np.concatenate(self.rounds, axis=1))
+        bits = [unpack_bits(p, size) for p, size in zip([*self.rounds, packed], sizes)]
+        return Update(complete=np.concatenate(bits, axis=1))
 
 
 class AnyLengthExperiments:
@@ -73,6 +85,13 @@ class AnyLengthExperiments:
     def progress(self) -> str:
         return f"{self.received} rounds, before the final data-measurement slice"
 
+    @property
+    def reserved_bytes(self) -> int:
+        """Most bytes of event data these experiments can hold: one window of unpacked slices."""
+        windowed = self.model.windowed
+        largest = max(windowed.first_slice, windowed.bulk_slice, windowed.final_slice)
+        return self.experiments * ((windowed.span + 1) * largest + windowed.num_observables)
+
     def slice_size(self, last: bool) -> int:
         windowed = self.model.windowed
         if self.received == 0:
@@ -81,7 +100,8 @@ class AnyLengthExperiments:
             return windowed.first_slice
         return windowed.final_slice if last else windowed.bulk_slice
 
-    def add(self, bits: np.ndarray, last: bool) -> Update:
+    def add(self, packed: np.ndarray, last: bool) -> Update:
+        bits = unpack_bits(packed, self.slice_size(last))
         if last:
             return Update(final=self.windows.finish(bits), rounds_committed=self.windows.committed_slices)
         committed = self.windows.push(bits)
