@@ -153,3 +153,50 @@ def test_fpga_csim_fails_when_the_emulation_is_not_bit_exact(monkeypatch, capsys
     assert main(["fpga", "csim"]) == status
     err = capsys.readouterr().err
     assert ("differs from the C simulation on 3 of 1000 windows" in err) == bool(status)
+
+
+@pytest.fixture(scope="module")
+def shipped_server():
+    """A server of the shipped bundles (and matching at their specs) on a free loopback port."""
+    from server.app import ServerConfig, start_server
+    from server.models import load_models
+
+    server = start_server(ServerConfig(port=0), load_models(matching_specs=()))
+    yield f"127.0.0.1:{server.port}"
+    server.stop(grace=0)
+
+
+@pytest.mark.parametrize("model, argv", [
+    ("predecoder-d5", ["-d", "5", "-p", "0.003"]),  # the bundle's spec is p=0.006: decoded there on both sides
+    ("predecoder-d5-guided", ["-d", "5"]),
+    ("transformer-d3", ["-d", "3"]),
+    ("matching-correlated", ["-d", "5", "-p", "0.006"]),
+])
+def test_client_decode_checks_every_listed_model_at_the_servers_spec(shipped_server, monkeypatch, capsys, model, argv):
+    from server.client import DecoderClient
+
+    deadlines = []
+    decode = DecoderClient.decode
+    monkeypatch.setattr(DecoderClient, "decode", lambda self, *a, timeout=None: deadlines.append(timeout) or
+                        decode(self, *a, timeout=timeout))
+    assert main(["client", "decode", "--target", shipped_server, "--model", model, *argv, "--shots", "3000",
+                 "--timeout", "7.5"]) == 0
+    out = capsys.readouterr().out
+    assert "agrees with in-process decoding: yes" in out and deadlines == [7.5]
+    if model == "predecoder-d5":
+        assert "predecoder+matching at d=5 r=5 p=0.006" in out
+
+
+@pytest.mark.parametrize("model, argv, expected", [
+    ("no-such-model", [], "NOT_FOUND: unknown model 'no-such-model'"),
+    ("predecoder-d5", ["-d", "3"], "model 'predecoder-d5' decodes d=5 r=5 p=0.006 Z-basis depolarizing; -d/-r/--basis "
+                                   "give d=3 r=3 p=0.003"),
+    ("matching-d5-p0.006-z-depolarizing", [], "decodes experiments of any length through DecodeStream"),
+])
+def test_client_decode_refuses_before_decoding(shipped_server, monkeypatch, capsys, model, argv, expected):
+    from server.client import DecoderClient
+
+    monkeypatch.setattr(DecoderClient, "decode", lambda *a, **k: pytest.fail("decoded a model it should refuse"))
+    assert main(["client", "decode", "--target", shipped_server, "--model", model, *argv, "--shots", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err

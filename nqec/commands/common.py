@@ -29,6 +29,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def add_experiment_args(parser: argparse.ArgumentParser, sweep: bool) -> None:
     """``-d -r -p --noise --basis``; with ``sweep``, ``-d`` and ``-p`` take comma lists."""
     parser.add_argument("-d", "--distance", type=int_list if sweep else int, default=[5] if sweep else 5,
