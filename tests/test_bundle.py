@@ -137,8 +137,10 @@ def test_bench_inference_reports_both_runtimes_and_parity(predecoder_bundle, tmp
 
 
 def test_quantized_bundle_decides_like_its_parent(tmp_path):
-    """An 8-bit copy of predecoder-fpga: same interface, its edge decisions agree with the float
-    network's on >= 99.5% of edge slots of fresh Stim windows at d=5 and d=7."""
+    """An 8-bit copy of predecoder-fpga: same interface, and on fresh Stim windows at d=5 and d=7
+    (>= 2000 edges the float network calls likely, p > 0.5, of ~1e5 slots) it finds >= 93% of the
+    float network's likely edges (measured ~96%) and >= 97% of its own are the float's (~99.9%).
+    Plain slot agreement would not do: a network that never calls an edge agrees on ~99.7%."""
     from training.quantize import quantize_bundle
 
     parent = Bundle.load("predecoder-fpga")
@@ -147,7 +149,10 @@ def test_quantized_bundle_decides_like_its_parent(tmp_path):
     assert int8.manifest["metrics"] == {} and not (int8.path / "model.pt").exists()
     for d in (5, 7):
         inputs, _ = parent.stim_inputs(300, seed=9, spec=CodeSpec(d, d, 0.003))
-        assert np.mean((int8.run(inputs) > 0) == (parent.run(inputs) > 0)) >= 0.995
+        ours, theirs = int8.run(inputs) > 0, parent.run(inputs) > 0
+        both = np.sum(ours & theirs)
+        assert theirs.sum() >= 2000 and both >= 0.93 * theirs.sum() and both >= 0.97 * ours.sum(), (
+            d, theirs.sum(), ours.sum(), both)
     with pytest.raises(NqecError, match="--out must differ from the model's own folder"):
         quantize_bundle(int8, int8.path)
 
