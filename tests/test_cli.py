@@ -200,3 +200,24 @@ def test_client_decode_refuses_before_decoding(shipped_server, monkeypatch, caps
     assert main(["client", "decode", "--target", shipped_server, "--model", model, *argv, "--shots", "10"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_serve_passes_every_option_to_its_server_config(monkeypatch):
+    import server.app
+    from server.config import ServerConfig
+
+    configs = []
+    monkeypatch.setattr(server.app, "serve_forever", configs.append)
+    assert main(["serve"]) == 0 and configs[-1] == ServerConfig()
+    assert main(["serve", "--stream-idle-s", "2.5", "--max-streams-per-client", "3", "--port", "0"]) == 0
+    assert (configs[-1].stream_idle_s, configs[-1].max_streams_per_client, configs[-1].port) == (2.5, 3, 0)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--port", "70000"], "--port must be in 0..65535"),
+    (["--models", "/nonexistent"], "--models '/nonexistent' is not a directory"),
+    (["--stream-idle-s", "0"], "--stream-idle-s must be > 0"),
+])
+def test_serve_settings_that_cannot_work_give_one_line_and_exit_two(argv, expected):
+    proc = subprocess.run([sys.executable, "-m", "nqec", "serve", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,8 +1,10 @@
-"""``nqec serve``: the gRPC decoding service; every default comes from ``ServerConfig``."""
+"""``nqec serve``: the gRPC decoding service. Each option's dest is a ``ServerConfig`` field and
+its default that field's; ``ServerConfig.validate`` turns settings that cannot work into errors."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from nqec.commands.common import positive_int
 
@@ -14,10 +16,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.config import ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever(ServerConfig(host=args.host, port=args.port, models_dir=args.models, max_batch=args.max_batch,
-                               max_wait_us=args.max_wait_us, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                               token=args.token, metrics_port=args.metrics_port, workers=args.workers,
-                               max_streams=args.max_streams, max_inflight_shots=args.max_inflight_shots))
+    given = vars(args)
+    serve_forever(ServerConfig(**{f.name: given[f.name] for f in dataclasses.fields(ServerConfig) if f.name in given}))
     return 0
 
 
@@ -26,10 +26,10 @@ def register(commands) -> None:
 
     defaults = ServerConfig()
     serve = commands.add_parser("serve", help="run the gRPC decoding service")
-    serve.add_argument("--models", default=defaults.models_dir,
+    serve.add_argument("--models", dest="models_dir", metavar="MODELS", default=defaults.models_dir,
                        help="a folder of bundles to serve besides the shipped ones")
     serve.add_argument("--host", default=defaults.host)
-    serve.add_argument("--port", type=int, default=defaults.port)
+    serve.add_argument("--port", type=int, default=defaults.port, help="0..65535 (0: any free port)")
     serve.add_argument("--max-batch", type=positive_int, default=defaults.max_batch,
                        help="most shots decoded in one batch")
     serve.add_argument("--max-wait-us", type=int, default=defaults.max_wait_us,
@@ -40,6 +40,10 @@ def register(commands) -> None:
                        help="threads serving calls (each open DecodeStream holds one)")
     serve.add_argument("--max-streams", type=int, default=defaults.max_streams,
                        help="open DecodeStreams; more get RESOURCE_EXHAUSTED (must be below --workers)")
+    serve.add_argument("--max-streams-per-client", type=int, default=defaults.max_streams_per_client,
+                       help=f"open DecodeStreams of one client connection (default {defaults.max_streams_per_client})")
+    serve.add_argument("--stream-idle-s", type=float, default=defaults.stream_idle_s, metavar="SECONDS",
+                       help=f"a DecodeStream silent this long is ended (default {defaults.stream_idle_s:g})")
     serve.add_argument("--tls-cert", default=defaults.tls_cert)
     serve.add_argument("--tls-key", default=defaults.tls_key)
     serve.add_argument("--token", default=defaults.token, help="require 'authorization: Bearer TOKEN' metadata")
