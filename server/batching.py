@@ -24,6 +24,7 @@ import numpy as np
 from decoder.interface import DecodeResult, Decoder
 
 log = logging.getLogger(__name__)
+MAX_CHUNK_SHOTS = 8192  # work between two checks that a batch is still wanted (~30 ms of d=5 matching)
 
 
 class DeadlineExpired(Exception):
@@ -234,7 +235,7 @@ class MicroBatcher:
              ) -> tuple[DecodeResult, float]:
         """Decode in the decoder's chunks; stop before a chunk once nobody wants the answer."""
         start = time.perf_counter()
-        chunk = self.decoder.chunk_shots
+        chunk = min(self.decoder.chunk_shots, MAX_CHUNK_SHOTS)
         parts = []
         for offset in range(0, max(len(events), 1), chunk):
             if not wanted():
