@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 
 import numpy as np
@@ -100,6 +99,11 @@ class SlidingWindowDecoder:
     ``spec`` names the family (distance, noise, basis; its ``rounds`` are ignored); ``commit``
     and ``buffer`` are window sizes in rounds (default: the distance each); ``correlations``
     selects PyMatching's correlated mode inside each window.
+
+    A window commits only what its buffer has looked past, so ``buffer >= 1`` (0, committing
+    edges at the window's open top, gave 2.4-3.2x the logical errors of whole-experiment matching
+    at d=3). A buffer below the distance costs accuracy: at d=5, 40 rounds, p=0.004, buffer 2
+    gave 13% more logical errors than whole-experiment matching, buffer 1 80%; buffer 3-5 within 2%.
     """
 
     def __init__(self, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
@@ -107,14 +111,17 @@ class SlidingWindowDecoder:
         self.family = spec
         self.commit = spec.distance if commit is None else commit
         self.buffer = spec.distance if buffer is None else buffer
-        if self.commit < 1 or self.buffer < 0:
-            raise NqecError(f"a window needs commit >= 1 and buffer >= 0 rounds, got {self.commit} and {self.buffer}")
+        if self.commit < 1 or self.buffer < 1:
+            raise NqecError(f"a window needs commit >= 1 and buffer >= 1 rounds (default: the distance each), "
+                            f"got commit={self.commit} and buffer={self.buffer}")
         self.correlations = correlations
         self.name = "windowed-matching-correlated" if correlations else "windowed-matching"
         reference = Layout.from_circuit(self._circuit(WARM_UP + self.span + 2))
         counts = np.bincount(reference.t_index)
         self.first_slice, self.bulk_slice, self.final_slice = int(counts[0]), int(counts[1]), int(counts[-1])
         self.num_observables = self._circuit(1).num_observables
+        self._windows: dict[tuple[bool, int, bool], _Window] = {}
+        self._windows_lock = threading.Lock()  # each window graph is built once, even by concurrent first calls
         self._prepare_lock = threading.Lock()
         self._prepared = False
 
@@ -132,10 +139,20 @@ class SlidingWindowDecoder:
     def _circuit(self, rounds: int) -> stim.Circuit:
         return dataclasses.replace(self.family, rounds=rounds).circuit()
 
-    @functools.lru_cache(maxsize=None)
     def _window(self, first: bool, length: int, final: bool) -> _Window:
         """The window of ``length`` slices: at the experiment's start (``first``) or in the bulk,
-        ending at the final data-measurement slice (``final``) or open at its top."""
+        ending at the final data-measurement slice (``final``) or open at its top. Built on first
+        use, once, and kept by this decoder (its graphs go when it goes)."""
+        key = (first, length, final)
+        window = self._windows.get(key)
+        if window is None:
+            with self._windows_lock:
+                window = self._windows.get(key)
+                if window is None:
+                    window = self._windows[key] = self._build_window(first, length, final)
+        return window
+
+    def _build_window(self, first: bool, length: int, final: bool) -> _Window:
         start = 0 if first else WARM_UP
         rounds = start + length - 1 if final else start + length + 2
         circuit = self._circuit(rounds)
