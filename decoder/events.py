@@ -3,6 +3,17 @@
 Events come as ``bool`` ``[shots, num_detectors]`` (``uint8`` 0/1 accepted too), or
 bit-packed ``uint8`` ``[shots, ceil(num_detectors / 8)]`` little-endian, as Stim's
 ``bit_packed=True`` produces.
+
+Example:
+    >>> import numpy as np
+    >>> from decoder.spec import CodeSpec
+    >>> circuit = CodeSpec(3, 3, 0.01).circuit()
+    >>> packed, _ = circuit.compile_detector_sampler(seed=1).sample(4, separate_observables=True, bit_packed=True)
+    >>> packed.shape, is_bit_packed(packed, circuit.num_detectors)
+    ((4, 3), True)
+    >>> bits = as_bool_events(packed, circuit.num_detectors)
+    >>> bits.shape, bits.dtype, np.array_equal(pack_bits(bits), packed)
+    ((4, 24), dtype('bool'), True)
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ class PreDecoderCNN(nn.Module):
 
     Conv2d + ReLU only (hls4ml-convertible): ``depth - 1`` ``kernel x kernel`` convolutions of
     ``width`` channels, then a 1x1 convolution to one logit per direction.
+
+    >>> net = PreDecoderCNN(num_directions=14, **PREDECODER_SIZES["fpga"])
+    >>> net(torch.zeros(5, 6, 4, 4)).shape  # window 3 x 2 stabilizer types, on d=3's 4 x 4 grid
+    torch.Size([5, 14, 4, 4])
     """
 
     def __init__(self, num_directions: int, window: int = 3, width: int = 32, depth: int = 4, kernel: int = 3):

@@ -3,6 +3,17 @@
 The network runs once on held-out shots; each candidate ``(matching mode, mix, temperature)``
 only reweights and re-matches them. The lowest LER wins (ties: uncorrelated, then the smaller
 mix, closer to plain matching).
+
+Example:
+    >>> bundle = Bundle.load("predecoder-fpga")
+    >>> result = calibrate_guided(bundle, CodeSpec(3, 3, 0.005), shots=500, seed=1)
+    >>> len(result["table"]), result["table"][0]["matching"], result["table"][0]["mix"]
+    (50, 'uncorrelated', 0.0)
+    >>> min(row["errors"] for row in result["table"]) <= result["matching_errors"]
+    True
+    >>> curve = reliability_curve(bundle, CodeSpec(5, 5, 0.003), shots=200, seed=1)
+    >>> curve["edges_scored"], sum(b["count"] for b in curve["bins"]), curve["ece"] < 0.01
+    (100400, 100400, True)
 """
 
 from __future__ import annotations

@@ -49,7 +49,11 @@ def teardown_distributed() -> None:
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up to ``base`` over ``warmup`` steps, then cosine decay to ``base / 10``."""
+    """Linear warm-up to ``base`` over ``warmup`` steps, then cosine decay to ``base / 10``.
+
+    >>> [round(cosine_lr(step, 100, 1.0, 10), 3) for step in (0, 9, 10, 55, 99)]
+    [0.1, 1.0, 1.0, 0.55, 0.1]
+    """
     if step < warmup:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
