@@ -7,6 +7,25 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def never_flips():
+    """A planted decoder with a known answer: for a spec, one that always predicts no logical flip."""
+    from decoder.interface import DecodeResult, Decoder, Stage
+
+    class NeverFlips(Decoder):
+        name, chunk_shots = "never", 10_000  # several chunks per sample
+
+        def __init__(self, spec):
+            self.num_detectors, self.num_observables = spec.dem().num_detectors, spec.dem().num_observables
+
+        def decode_chunk(self, detection_events):
+            shots = len(detection_events)
+            return DecodeResult(np.zeros((shots, self.num_observables), bool),
+                                np.full(shots, Stage.NETWORK, np.uint8), np.zeros(shots, np.float32))
+
+    return NeverFlips
+
+
 @pytest.fixture(scope="session")
 def predecoder_bundle(tmp_path_factory):
     """A real predecoder bundle from a short real training run (d=3, 40 steps): enough to beat the

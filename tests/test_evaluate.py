@@ -38,7 +38,26 @@ def test_evaluate_matches_an_independent_stim_pymatching_run():
     assert abs(result["ler"] - direct) < 4 * sigma
     assert 2.5e-3 < result["ler"] < 4.2e-3
     assert result["ler_ci"][0] < result["ler"] < result["ler_ci"][1]
-    assert result["ler_ratio"] == 1.0 and result["baseline_ler"] == result["ler"]
+
+
+def test_evaluate_ratios_are_paired_counts_on_the_same_shots(never_flips):
+    """A planted decoder that never predicts a flip errs exactly on the shots whose observable flipped;
+    evaluate's counts, ratios and disagreements against both PyMatching modes equal counts made here
+    with PyMatching on the same 20,000 shots."""
+    spec = CodeSpec(5, 5, 0.005)
+    result = evaluate(spec, never_flips(spec), shots=20_000, seed=11)
+    events, obs = spec.circuit().compile_detector_sampler(seed=11).sample(20_000, separate_observables=True)
+    flipped = np.any(obs, axis=1).sum()
+    assert result["errors"] == flipped
+    for prefix, ratio_key, disagreements_key, correlations in (("baseline_", "ler_ratio", "disagreements", False),
+                                                              ("correlated_", "correlated_ratio",
+                                                               "correlated_disagreements", True)):
+        matching = pymatching.Matching.from_detector_error_model(spec.dem(), enable_correlations=correlations)
+        predicted = matching.decode_batch(events, enable_correlations=correlations).astype(bool)
+        errors = np.any(predicted != obs, axis=1).sum()
+        assert result[f"{prefix}errors"] == errors and result[ratio_key] == pytest.approx(flipped / errors)
+        assert result[disagreements_key] == np.any(predicted, axis=1).sum()
+    assert result["correlated_errors"] < result["baseline_errors"]
 
 
 def test_sweep_keys_and_seeds():

@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import pymatching
 import pytest
 
 from decoder import CodeSpec, MatchingDecoder
@@ -11,17 +12,26 @@ from decoder.evaluation import DecoderStats, decode_same_shots, ratio
 from nqec.cli import main
 
 
-def test_records_on_shared_shots_and_ratios():
+def test_records_on_shared_shots_and_ratios(never_flips):
+    """Records and ratios equal counts made here with PyMatching and numpy on the same 30,000 shots."""
     spec = CodeSpec(5, 5, 0.005)
-    decoders = {"a": MatchingDecoder.from_spec(spec), "b": MatchingDecoder.from_spec(spec),
-                "c": MatchingDecoder.from_spec(spec, correlations=True)}
+    decoders = {"a": MatchingDecoder.from_spec(spec), "c": MatchingDecoder.from_spec(spec, correlations=True),
+                "never": never_flips(spec)}
     stats = decode_same_shots(spec, decoders, shots=30_000, seed=4)
-    assert stats["a"].errors == stats["b"].errors and stats["b"].disagreements == 0
-    assert stats["c"].disagreements > 0 and stats["a"].shots == 30_000
-    assert ratio(stats["b"], stats["a"]) == 1.0
+    events, obs = spec.circuit().compile_detector_sampler(seed=4).sample(30_000, separate_observables=True)
+    plain = pymatching.Matching.from_detector_error_model(spec.dem()).decode_batch(events).astype(bool)
+    correlated = pymatching.Matching.from_detector_error_model(spec.dem(), enable_correlations=True).decode_batch(
+        events, enable_correlations=True).astype(bool)
+    errors = {label: int(np.any(predicted != obs, axis=1).sum())
+              for label, predicted in (("a", plain), ("c", correlated), ("never", np.zeros_like(obs)))}
+    assert {label: record.errors for label, record in stats.items()} == errors
+    assert stats["c"].disagreements == np.any(correlated != plain, axis=1).sum() > 0
+    assert stats["never"].disagreements == plain.any(axis=1).sum() and stats["a"].disagreements == 0
+    assert ratio(stats["c"], stats["a"]) == pytest.approx(errors["c"] / errors["a"])
+    assert ratio(stats["never"], stats["a"]) == pytest.approx(errors["never"] / errors["a"])
     # Correlated matching is the stronger baseline at d=5 (measured ~0.7-0.8x).
-    assert ratio(stats["c"], stats["a"]) < 0.95
-    assert stats["a"].counts["stage_matching"] == 30_000
+    assert errors["c"] < 0.95 * errors["a"]
+    assert stats["a"].counts["stage_matching"] == stats["never"].counts["stage_network"] == 30_000
 
 
 def test_records_add_up_over_chunks():
