@@ -15,6 +15,7 @@ and the shot is matched again.
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -129,7 +130,12 @@ class GuidedMatchingPipeline(NetworkPipeline):
 
     ``mix`` (0: the prior alone, plain matching; 1: the network alone), ``temperature``
     (divides the network's logits) and ``correlations`` (a second, correlated pass) are
-    calibrated on held-out shots and kept in the manifest."""
+    calibrated on held-out shots and kept in the manifest.
+
+    Per shot, the stage is NETWORK (MATCHING at mix 0, where the network has no say) and the
+    confidence is the lowest ``|p - 0.5|`` of the mixed edge probabilities around the shot's
+    detection events: how clearly the weights told matching which of those edges fired
+    (0.5 for a shot without events, and at mix 0)."""
 
     name = "guided-matching"
 
@@ -143,6 +149,9 @@ class GuidedMatchingPipeline(NetworkPipeline):
         self.prior = prior_logits(spec.dem(), self.geometry.edges)
         self.matcher = WeightedMatcher(self.geometry.edges, -self.prior,
                                        conditional_weights(spec.dem(), self.geometry.edges) if correlations else None)
+        # One thread, for this pipeline's life, runs the network on the next shots while matching runs.
+        self._network_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nqec-guided-network")
+        weakref.finalize(self, self._network_thread.shutdown, wait=False)
 
     def mixed_logits(self, network: np.ndarray, mix: float | None = None,
                      temperature: float | None = None) -> np.ndarray:
@@ -154,25 +163,40 @@ class GuidedMatchingPipeline(NetworkPipeline):
         mixed[:, predictable] = (1 - mix) * mixed[:, predictable] + (mix / temperature) * network
         return mixed
 
-    def _decode_overlapped(self, bits: np.ndarray) -> np.ndarray:
-        """The network on the next OVERLAP_SHOTS shots (a thread: onnxruntime releases the GIL)
-        while matching decodes the current ones."""
+    def _match(self, bits: np.ndarray, network: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matching on the mixed weights: ``(bool [S, O] observables, float32 [S] confidence)``."""
+        mixed = self.mixed_logits(network)
+        observables = self.matcher.decode(bits, -mixed)
+        confidence = np.full(len(bits), 0.5, np.float32)
+        if self.mix > 0:
+            near = (scipy.sparse.csr_matrix(bits.astype(np.uint8)) @ self.geometry.edges.incidence.T).toarray() > 0
+            certainty = 1 / (1 + np.exp(-np.abs(mixed))) - 0.5  # |sigmoid(x) - 0.5|
+            confidence = np.where(near, certainty, 0.5).min(axis=1).astype(np.float32)
+        return observables, confidence
+
+    def _decode_overlapped(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on the next OVERLAP_SHOTS shots (this pipeline's network thread: onnxruntime
+        releases the GIL) while matching decodes the current ones."""
         parts = [bits[i: i + OVERLAP_SHOTS] for i in range(0, len(bits), OVERLAP_SHOTS)]
         answers = []
-        with ThreadPoolExecutor(max_workers=1) as network:
-            pending = network.submit(self.network_logits, parts[0])
-            for index, part in enumerate(parts):
-                logits = pending.result()
-                if index + 1 < len(parts):
-                    pending = network.submit(self.network_logits, parts[index + 1])
-                answers.append(self.matcher.decode(part, -self.mixed_logits(logits)))
-        return np.concatenate(answers)
+        pending = self._network_thread.submit(self.network_logits, parts[0])
+        for index, part in enumerate(parts):
+            logits = pending.result()
+            if index + 1 < len(parts):
+                pending = self._network_thread.submit(self.network_logits, parts[index + 1])
+            answers.append(self._match(part, logits))
+        return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
 
     def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
         bits = as_bool_events(detection_events, self.num_detectors)
         shots = len(bits)
         if shots == 0:
             return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        observables = self._decode_overlapped(bits) if shots > OVERLAP_SHOTS else \
-            self.matcher.decode(bits, -self.mixed_logits(self.network_logits(bits)))
-        return DecodeResult(observables, np.full(shots, Stage.NETWORK, np.uint8), np.full(shots, 0.5, np.float32))
+        if self.mix == 0:  # plain matching: the network would have no say
+            observables, confidence = self._match(bits, np.zeros((shots, len(self.geometry.predictable)), np.float32))
+        elif shots > OVERLAP_SHOTS:
+            observables, confidence = self._decode_overlapped(bits)
+        else:
+            observables, confidence = self._match(bits, self.network_logits(bits))
+        stage = Stage.NETWORK if self.mix > 0 else Stage.MATCHING
+        return DecodeResult(observables, np.full(shots, stage, np.uint8), confidence)

@@ -4,7 +4,7 @@ import numpy as np
 import pymatching
 import pytest
 
-from decoder import CodeSpec, NqecError
+from decoder import CodeSpec, NqecError, Stage
 from decoder.bundle import Bundle
 from decoder.guided import GuidedMatchingPipeline, WeightedMatcher, conditional_weights, prior_logits
 from decoder.predecoder import PreDecoderGeometry
@@ -118,3 +118,72 @@ def test_reliability_curve_bins_every_edge_prediction():
     likely = [b["observed"] for b in result["bins"] if b["low"] >= 0.5]
     unlikely = [b["observed"] for b in result["bins"] if b["high"] <= 1e-3]
     assert min(likely) > 10 * max(unlikely) and 0 <= result["ece"] < 0.05
+
+
+def test_at_mix_zero_guided_matching_is_plain_matching_and_says_so():
+    """Mix 0 is plain matching: stage MATCHING (was NETWORK), confidence 0.5, the network not run."""
+    spec = CodeSpec(3, 3, 0.005)
+    geometry = PreDecoderGeometry(spec)
+
+    def broken(windows):
+        raise AssertionError("the network was run at mix 0")
+
+    pipeline = GuidedMatchingPipeline(spec, broken, geometry.directions, window=3, mix=0.0)
+    events, _ = spec.circuit().compile_detector_sampler(seed=1).sample(300, separate_observables=True)
+    result = pipeline.decode_batch_with_info(events)
+    assert (result.stage == Stage.MATCHING).all() and (result.confidence == 0.5).all()
+    assert np.array_equal(result.observables, build_decoder("matching", spec).decode_batch(events))
+
+
+def test_guided_confidence_is_how_clear_the_weights_around_the_events_were():
+    """A network that is sure of nothing (logit 0, p = 0.5) at mix 1 leaves every shot with
+    events at confidence 0; a sure one (|logit| 20) near 0.5; shots without events 0.5.
+    (Every shot used to report 0.5.)"""
+    spec = CodeSpec(3, 3, 0.005)
+    geometry = PreDecoderGeometry(spec)
+    events, _ = spec.circuit().compile_detector_sampler(seed=2).sample(300, separate_observables=True)
+    quiet = ~events.any(axis=1)
+    assert 0 < quiet.sum() < len(events)
+    for logit, expected in ((0.0, 0.0), (-20.0, 0.5)):
+        runner = lambda windows: np.full((len(windows), len(geometry.directions), *windows.shape[2:]), logit, np.float32)
+        result = GuidedMatchingPipeline(spec, runner, geometry.directions, window=3, mix=1.0).decode_batch_with_info(events)
+        assert (result.stage == Stage.NETWORK).all()
+        assert np.allclose(result.confidence[~quiet], expected, atol=1e-6) and (result.confidence[quiet] == 0.5).all()
+
+
+def test_one_network_thread_serves_a_pipeline_for_its_life(monkeypatch):
+    """Overlapped batches (over OVERLAP_SHOTS shots) share the pipeline's one network thread; a
+    thread pool used to be made for every chunk."""
+    import decoder.guided as guided
+
+    pools = []
+
+    class Counted(guided.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(guided, "ThreadPoolExecutor", Counted)
+    spec = CodeSpec(3, 3, 0.005)
+    geometry = PreDecoderGeometry(spec)
+    silent = lambda windows: np.zeros((len(windows), len(geometry.directions), *windows.shape[2:]), np.float32)
+    pipeline = GuidedMatchingPipeline(spec, silent, geometry.directions, window=3, mix=0.5)
+    events, _ = spec.circuit().compile_detector_sampler(seed=3).sample(2 * guided.OVERLAP_SHOTS + 5,
+                                                                      separate_observables=True)
+    first = pipeline.decode_batch(events)
+    assert np.array_equal(pipeline.decode_batch(events), first) and len(pools) == 1
+
+
+def test_guided_matching_decodes_in_chunks_like_one_batch():
+    """3000 shots in chunks of 999 (each matched in one go) give exactly the answers, stages and
+    confidences of one batch (overlapped: the network on the next 1024 shots while matching runs)."""
+    spec = CodeSpec(5, 5, 0.004)
+    decoder = Bundle.load("predecoder-fpga").decoder(spec, pipeline="guided-matching")
+    events, _ = spec.circuit().compile_detector_sampler(seed=5).sample(3000, separate_observables=True, bit_packed=True)
+    decoder.chunk_shots = len(events)
+    whole = decoder.decode_batch_with_info(events)
+    decoder.chunk_shots = 999
+    chunked = decoder.decode_batch_with_info(events)
+    assert np.array_equal(whole.observables, chunked.observables) and np.array_equal(whole.stage, chunked.stage)
+    assert np.allclose(whole.confidence, chunked.confidence, atol=1e-6)
+    assert (whole.stage == Stage.NETWORK).all() and 0 < whole.confidence.min() < 0.5
