@@ -115,6 +115,10 @@ class PreDecoderPipeline(NetworkPipeline):
     detector are left to matching. With ``isolated_only`` an edge is applied only where its
     lit detectors have no other lit neighbour in the matching graph, the configurations in
     which removing it cannot change what matching does with the rest.
+
+    Per shot, the stage is NETWORK if the network applied an edge (MATCHING otherwise), and the
+    confidence is the lowest ``|p - 0.5|`` among the applied edges' probabilities (0.5 where
+    none was applied: matching alone answered).
     """
 
     name = "predecoder+matching"
@@ -130,34 +134,38 @@ class PreDecoderPipeline(NetworkPipeline):
         self.isolated_only = isolated_only
         self.matching = MatchingDecoder(spec.dem(), correlations=correlations)
 
-    def predecode(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns ``(residual events, observable flips of applied edges, edges applied per shot)``."""
+    def predecode(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Returns ``(residual events, observable flips of applied edges, edges applied per shot,
+        float32 confidence per shot)`` (confidence: the lowest |p - 0.5| of an applied edge, else 0.5)."""
         bits = as_bool_events(events, self.num_detectors)
         shots = bits.shape[0]
         geometry = self.geometry
-        chosen = self.network_logits(bits) > self.logit_threshold
+        logits = self.network_logits(bits)
         selected = np.zeros((shots, geometry.edges.num_edges), dtype=bool)
-        selected[:, geometry.predictable] = chosen
+        selected[:, geometry.predictable] = logits > self.logit_threshold
         if self.require_lit:
             selected &= geometry.edges.lit(bits)
         selected = geometry.edges.without_conflicts(selected)
         if self.isolated_only:
             selected &= geometry.edges.isolated(bits)
         det_flips, obs_flips = geometry.edges.apply(selected)
-        return bits ^ det_flips, obs_flips, selected.sum(axis=1)
+        certainty = np.full(selected.shape, 0.5, np.float32)
+        certainty[:, geometry.predictable] = 1 / (1 + np.exp(-np.abs(logits))) - 0.5  # |sigmoid - 0.5|
+        confidence = np.where(selected, certainty, 0.5).min(axis=1).astype(np.float32)
+        return bits ^ det_flips, obs_flips, selected.sum(axis=1), confidence
 
     def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
         bits = as_bool_events(detection_events, self.num_detectors)
         if bits.shape[0] == 0:
             return DecodeResult(np.zeros((0, self.num_observables), bool), np.zeros(0, np.uint8), np.zeros(0, np.float32))
-        residual, obs_flips, applied = self.predecode(bits)
+        residual, obs_flips, applied, confidence = self.predecode(bits)
         start = time.perf_counter()
         observables = self.matching.decode_batch(residual) ^ obs_flips
         matching_seconds = time.perf_counter() - start
         return DecodeResult(
             observables=observables,
             stage=np.where(applied > 0, Stage.NETWORK, Stage.MATCHING).astype(np.uint8),
-            confidence=np.full(len(bits), 0.5, dtype=np.float32),
+            confidence=confidence,
             extra={"defects_before": bits.sum(axis=1), "defects_after": residual.sum(axis=1),
                    "residual_matching_seconds": np.full(len(bits), matching_seconds / len(bits))},
         )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from decoder import CodeSpec, NqecError, Stage
-from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, round_windows
+from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, probability_logit, round_windows
 
 
 def test_round_windows_place_neighbouring_rounds_in_channels():
@@ -56,7 +56,7 @@ def test_require_lit_never_adds_detection_events():
     events, _ = spec.circuit().compile_detector_sampler(seed=2).sample(300, separate_observables=True)
     eager = lambda windows: np.full((len(windows), len(geometry.directions), *windows.shape[2:]), 20, np.float32)
     pipeline = PreDecoderPipeline(spec, eager, geometry.directions, window=3)
-    residual, _, _ = pipeline.predecode(events)
+    residual, _, _, _ = pipeline.predecode(events)
     assert not (residual & ~events).any()
 
 
@@ -82,3 +82,17 @@ def test_isolated_only_applies_just_unambiguous_edges_and_keeps_matching_ler():
     assert abs(int(lazy_errors) - int(matching_errors)) <= max(3, 0.1 * matching_errors)
     removed = 1 - result.extra["defects_after"].sum() / result.extra["defects_before"].sum()
     assert 0.1 < removed < 0.5
+
+
+def test_confidence_is_the_least_sure_applied_edge():
+    """Shots where the network applied edges report the lowest |p - 0.5| among them (was a
+    constant 0.5); shots it left to matching report 0.5."""
+    spec = CodeSpec(3, 3, 0.01)
+    geometry = PreDecoderGeometry(spec)
+    events, _ = spec.circuit().compile_detector_sampler(seed=3).sample(400, separate_observables=True)
+    logit = probability_logit(0.8)  # every edge at p = 0.8: confidence 0.3 where applied
+    eager = lambda windows: np.full((len(windows), len(geometry.directions), *windows.shape[2:]), logit, np.float32)
+    result = PreDecoderPipeline(spec, eager, geometry.directions, window=3).decode_batch_with_info(events)
+    network = result.stage == Stage.NETWORK
+    assert 0 < network.sum() < len(events)
+    assert np.allclose(result.confidence[network], 0.3, atol=1e-6) and (result.confidence[~network] == 0.5).all()
