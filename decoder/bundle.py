@@ -46,6 +46,19 @@ def _core_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="nqec-network")
 
 
+@functools.cache
+def _register_shared_arena() -> None:
+    """One CPU memory arena for every onnxruntime session of this process (registered once).
+
+    Each session's own arena keeps its peak activations for good; a server holding seven
+    pipelines' sessions held ~1.4 GiB that way, ~0.66 GiB with the arena shared."""
+    import onnxruntime
+
+    memory = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                       onnxruntime.OrtMemType.DEFAULT)
+    onnxruntime.create_and_register_allocator(memory, onnxruntime.OrtArenaCfg(0, -1, -1, -1))
+
+
 def shipped_models() -> list[str]:
     """Names of the bundles that ship with the package."""
     if not SHIPPED_DIR.is_dir():
@@ -133,9 +146,11 @@ class Bundle:
     def _session(self, threads: int):
         import onnxruntime
 
+        _register_shared_arena()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.use_env_allocators", "1")
         return onnxruntime.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
                                             providers=["CPUExecutionProvider"])
 
