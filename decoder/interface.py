@@ -12,10 +12,11 @@ from decoder.events import is_bit_packed
 
 
 class Stage(enum.IntEnum):
-    """Which stage of a pipeline answered a shot."""
+    """Which stage of a pipeline answered a shot (the wire values of proto/decoder.proto's ``Stage``)."""
 
-    MATCHING = 0  # PyMatching alone (baseline, residual or fallback)
-    NETWORK = 1  # a neural network answered (possibly with matching on its residual)
+    MATCHING = 0  # matching alone (baseline, residual or fallback; guided matching at mix 0)
+    NETWORK = 1  # a neural network answered (with matching on its residual, or weighting matching)
+    REFERENCE = 2  # an offline reference decoder (tesseract's search), neither matching nor a network
 
 
 @dataclasses.dataclass
@@ -23,8 +24,12 @@ class DecodeResult:
     """Predictions for a batch plus per-shot metadata.
 
     ``observables``: ``bool [shots, num_observables]``; ``stage``: ``uint8 [shots]`` of
-    :class:`Stage`; ``confidence``: ``float32 [shots]`` in [0, 0.5] (|p - 0.5| of the
-    answering stage, 0.5 for matching); ``extra``: optional per-shot arrays a pipeline reports.
+    :class:`Stage`; ``confidence``: ``float32 [shots]`` in [0, 0.5], ``|p - 0.5|`` for the
+    probability ``p`` the pipeline's network gave: the transformer's least sure observable (also
+    on a shot it sent to matching for being unsure), the pre-decoder's least sure applied edge,
+    guided matching's least sure edge weight around the shot's events. Matching and the
+    reference decoder give no probability: 0.5. ``extra``: optional per-shot arrays a pipeline
+    reports (the same keys for every chunk).
     """
 
     observables: np.ndarray

@@ -40,7 +40,7 @@ class TesseractReference(Decoder):
         shots = len(bits)
         observables = (self.decoder.decode_batch(bits).astype(bool) if shots
                        else np.zeros((0, self.num_observables), dtype=bool))
-        return DecodeResult(observables, np.full(shots, Stage.MATCHING, np.uint8), np.full(shots, 0.5, np.float32))
+        return DecodeResult(observables, np.full(shots, Stage.REFERENCE, np.uint8), np.full(shots, 0.5, np.float32))
 
 
 def build_reference(name: str, spec: CodeSpec) -> Decoder:
