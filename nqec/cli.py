@@ -7,9 +7,9 @@ import argparse
 import sys
 
 from decoder.errors import NqecError
-from nqec.commands import bench, client, evaluate, fpga, models, serve, train
+from nqec.commands import bench, client, demo, evaluate, fpga, models, serve, train
 
-AREAS = (evaluate, train, models, serve, client, fpga, bench)
+AREAS = (evaluate, demo, train, models, serve, client, fpga, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

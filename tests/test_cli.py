@@ -221,3 +221,28 @@ def test_serve_passes_every_option_to_its_server_config(monkeypatch):
 def test_serve_settings_that_cannot_work_give_one_line_and_exit_two(argv, expected):
     proc = subprocess.run([sys.executable, "-m", "nqec", "serve", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_ends_with_one_summary_table_that_fits_80_columns(tmp_path, monkeypatch, capsys):
+    """Every shipped model in each pipeline at d=5 beside both PyMatching modes on the same shots;
+    transformer-d3 on a row of its own spec; then one sentence."""
+    from decoder.bundle import PIPELINES, Bundle, shipped_models
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--shots", "200", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert " ".join(lines).split("of that spec.")[1].split()[0] in ("At", "Too")  # the closing sentence
+    rows = json.loads(out.read_text())["rows"]
+    expected = [("matching", None), ("matching-correlated", None)] + [
+        (pipeline, name) for name in shipped_models() for pipeline in PIPELINES[Bundle.load(name).kind]]
+    assert [(row["decoder"], row["model"]) for row in rows] == expected
+    for row in rows:
+        d = 3 if row["model"] == "transformer-d3" else 5
+        assert (row["spec"]["distance"], row["spec"]["p"], row["shots"], row["headline"]) == (d, 0.003, 200, d == 5)
+        assert row["ler_ci"][0] <= row["ler"] <= row["ler_ci"][1] and row["shots_per_s"] > 0
+        line = next(line for line in lines if line.startswith(f"{row['decoder']} ") and (row["model"] or "-") in line)
+        assert line.split()[2] == f"d={d}"  # one line per row: decoder, model, spec, LER, interval, ratios, shots/s
+    assert sum(line.startswith("matching ") for line in lines) == 1  # matching's rows are the headline spec's only
+    assert "transformer-d3 runs only at its own spec (d=3 r=3 p=0.003)" in " ".join(" ".join(lines).split())

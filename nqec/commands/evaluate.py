@@ -1,4 +1,4 @@
-"""``nqec evaluate``, ``demo``, ``plot`` and ``table``: logical error rates on Stim shots."""
+"""``nqec evaluate``, ``plot`` and ``table``: logical error rates on Stim shots."""
 
 from __future__ import annotations
 
@@ -42,20 +42,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for record in results:
             record_metrics(bundle_dir, metrics_key(args.model, args.decoder, CodeSpec.from_dict(record["spec"])), record)
         print(f"recorded {len(results)} result(s) in {bundle_dir / 'manifest.json'}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on shipped defaults: every shipped neural bundle in each of its pipelines at its
-    own spec, next to both PyMatching modes."""
-    from decoder.bundle import PIPELINES, Bundle, shipped_models
-    from decoder.spec import CodeSpec
-
-    bundles = [Bundle.load(name) for name in shipped_models()]
-    jobs = [([bundle.spec], pipeline, bundle.name) for bundle in bundles for pipeline in PIPELINES[bundle.kind]]
-    if not jobs:  # no trained models shipped: the matching pipeline end to end
-        jobs = [([CodeSpec(5, 5, 0.003)], "matching", None)]
-    evaluate_and_report(jobs, args.shots, args.seed, True, args.json)
     return 0
 
 
@@ -106,12 +92,6 @@ def register(commands) -> None:
     evaluate.add_argument("--json", default=None, help="write the results to this JSON file")
     evaluate.add_argument("--record", action="store_true", help="also store the results in the model bundle's manifest")
     evaluate.set_defaults(func=cmd_evaluate)
-
-    demo = commands.add_parser("demo", help="decode Stim shots with the shipped decoders and print the table")
-    demo.add_argument("--shots", type=positive_int, default=50_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--json", default=None)
-    demo.set_defaults(func=cmd_demo)
 
     plot = commands.add_parser("plot", help="plot LER vs p per distance from evaluate JSON files")
     plot.add_argument("results", nargs="+", help="JSON files from `nqec evaluate --json`")
