@@ -49,8 +49,8 @@ def cmd_client_decode(args: argparse.Namespace) -> int:
     client = DecoderClient([t for t in args.target.split(",") if t], token=args.token)
     info = remote(client.model_info, name)
     if info.any_length:
-        raise NqecError(f"model {name!r} decodes experiments of any length through DecodeStream; client decode "
-                        f"sends whole experiments: give a fixed-length model such as {served_model_name('matching', spec)}")
+        raise NqecError(f"model {name!r} decodes experiments of any length through DecodeStream; client decode sends "
+                        f"whole experiments: give a fixed-length one such as {served_model_name('matching', spec)}")
     served = CodeSpec(info.distance, info.rounds, info.p, info.basis, info.noise)
     if (served.distance, served.rounds, served.basis) != (spec.distance, spec.rounds, spec.basis):
         raise NqecError(f"model {name!r} decodes {served.label()}; -d/-r/--basis give {spec.label()}")

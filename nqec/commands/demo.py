@@ -14,27 +14,25 @@ HEADLINE = dict(distance=5, rounds=5, p=0.003)  # where the README's numbers are
 BASELINES = ("matching", "matching-correlated")
 
 
-def demo_groups(headline) -> list[tuple[object, dict[str, tuple[str, str | None, object]]]]:
+def demo_groups(headline) -> list[tuple]:
     """``(spec, {label: (decoder name, model, decoder)})`` groups, each decoded on shared shots: the
     headline spec with every pipeline that runs there, then each model that runs only at its own spec."""
     from decoder.bundle import PIPELINES, Bundle, shipped_models
     from decoder.registry import build_decoder
 
-    groups: dict = {}
+    def baselines(spec) -> dict:
+        return {name: (name, None, build_decoder(name, spec)) for name in BASELINES}
 
-    def add(spec, name: str, model: str | None, decoder) -> None:
-        if spec not in groups:
-            groups[spec] = {base: (base, None, build_decoder(base, spec)) for base in BASELINES}
-        if model is not None:
-            groups[spec][f"{name} ({model})"] = (name, model, decoder)
-
-    add(headline, "matching", None, None)
+    groups = {headline: baselines(headline)}
     for bundle in map(Bundle.load, shipped_models()):
         for pipeline in PIPELINES[bundle.kind]:
             try:
-                add(headline, pipeline, bundle.name, bundle.decoder(headline, pipeline=pipeline))
+                spec, decoder = headline, bundle.decoder(headline, pipeline=pipeline)
             except NqecError:  # tied to its own geometry (transformer-d3)
-                add(bundle.spec, pipeline, bundle.name, bundle.decoder(pipeline=pipeline))
+                spec, decoder = bundle.spec, bundle.decoder(pipeline=pipeline)
+            if spec not in groups:
+                groups[spec] = baselines(spec)
+            groups[spec][f"{pipeline} ({bundle.name})"] = (pipeline, bundle.name, decoder)
     return list(groups.items())
 
 
@@ -69,9 +67,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _rate(shots_per_s: float | None) -> str:
-    if shots_per_s is None:
-        return "-"
+def _rate(shots_per_s: float) -> str:
     return f"{shots_per_s / 1e3:.0f}k" if shots_per_s >= 1e5 else f"{shots_per_s / 1e3:.1f}k"
 
 
@@ -109,7 +105,7 @@ def summary_table(rows: list[dict]):
 
 
 def headline_sentence(rows: list[dict]) -> str:
-    """One line on what the table shows: the best pipeline at the headline spec against both modes."""
+    """One sentence on what the table shows: the best pipeline at the headline spec against both modes."""
     headline = [row for row in rows if row["headline"] and row["model"]]
     if not headline:
         return "No neural model runs at the headline spec: matching in both modes only."
