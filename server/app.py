@@ -20,6 +20,7 @@ from server.config import ServerConfig
 from server.metrics import ServerMetrics
 from server.models import ServedModel, load_models
 from server.service import DecoderService
+from server.warm import WindowWarmer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["Decoder"].full_name
@@ -112,7 +113,9 @@ class RunningServer:
 
     Health follows the models: each model has its own health service name (its served name),
     SERVING while its batch worker runs; a watcher restarts a stopped worker and reports
-    NOT_SERVING for a model whose worker cannot be brought back."""
+    NOT_SERVING for a model whose worker cannot be brought back. An any-length model is
+    NOT_SERVING until its window graphs are built (in the background, right after start:
+    :meth:`wait_ready` waits for all of them)."""
 
     def __init__(self, server: grpc.Server, service: DecoderService, health_servicer, port: int,
                  metrics: ServerMetrics, metrics_http=None):
@@ -121,6 +124,15 @@ class RunningServer:
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="health-watcher", daemon=True)
         self._watcher.start()
+        self.warmer = WindowWarmer(service.models, self._model_ready).start()
+
+    def _model_ready(self, name: str) -> None:
+        if not self._stopping.is_set():
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every any-length model's window graphs are built; True if they are."""
+        return self.warmer.wait(timeout)
 
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL_S):
@@ -137,6 +149,7 @@ class RunningServer:
 
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
+        self.warmer.close()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.service.close()
@@ -161,8 +174,10 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
     pb2_grpc.add_DecoderServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME, *models):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for name, model in {"": None, SERVICE_NAME: None, **models}.items():
+        warming = model is not None and model.windowed is not None and not model.windowed.prepared
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING if warming
+                            else health_pb2.HealthCheckResponse.SERVING)
     _enable_reflection(server)
     address = f"{config.host}:{config.port}"
     try:

@@ -415,6 +415,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
         model = self.models[model_name]
         if not model.detectors_per_round:
             raise StreamError(f"model {model_name!r} does not support streaming")
+        if model.windowed is not None and not model.windowed.prepared:
+            raise StreamError(f"model {model_name!r} is not ready yet: its window graphs are being built, and its "
+                              "health says NOT_SERVING until they are; retry when it says SERVING")
         if not 1 <= experiments <= self.max_shots:
             raise StreamError(f"must hold 1 to {self.max_shots} experiments, got {experiments}")
         return ledger.reserve((what, key), open_experiments(model, experiments, stream_corrections), model_name)

@@ -8,6 +8,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decoder import CodeSpec, MatchingDecoder, NqecError
 from decoder.events import pack_bits
@@ -59,6 +60,7 @@ def events():
 def server(models):
     running = start_server(ServerConfig(port=0, stream_idle_s=0.5, max_streams_per_client=2,
                                         max_stream_bytes=4096), models)
+    assert running.wait_ready(60)
     yield running
     running.stop(grace=0)
 
@@ -245,6 +247,49 @@ def test_malformed_messages_and_lowercase_bearer(models):
                 stub.ListModels(pb2.ListModelsRequest(), metadata=(("authorization", "Bearer wrong"),), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
+        running.stop(grace=0)
+
+
+def _health(server, name: str) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+
+
+def test_an_any_length_model_says_not_serving_until_ready_and_is_fast_once_serving():
+    """A first stream used to stall for seconds (~8 s at d=9) while health said SERVING."""
+    spec = CodeSpec(7, 7, 0.003)
+    name = family_model_name(spec)
+    running = start_server(ServerConfig(port=0), load_models(shipped=False, matching_specs=(spec,)))
+    channel, stub = _stub(running)
+    try:
+        assert _health(running, name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert _health(running, "") == health_pb2.HealthCheckResponse.SERVING  # the rest of the server serves
+        first = pb2.StreamRequest(rounds=[pb2.Round(experiment_id="early", model=name, events=b"")])
+        start = time.monotonic()
+        (refused,) = [r for response in stub.DecodeStream(iter([first]), timeout=5) for r in response.results]
+        assert "not ready yet" in refused.error and "NOT_SERVING" in refused.error
+        assert time.monotonic() - start < 0.5  # refused at once, not after building the graphs
+        deadline = time.monotonic() + 60
+        while _health(running, name) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        windowed = running.service.models[name].windowed
+        bits = CodeSpec(7, 3, spec.p).circuit().compile_detector_sampler(seed=1).sample(1)
+        rounds = _rounds(bits, windowed.slice_sizes(3))
+
+        def round_trip(key: str) -> float:
+            requests = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id=key, model=name, events=r,
+                                                            last=i == len(rounds) - 1)]) for i, r in enumerate(rounds)]
+            start = time.perf_counter()
+            (answer,) = [r for response in stub.DecodeStream(iter(requests), timeout=10) for r in response.results]
+            assert not answer.error
+            return time.perf_counter() - start
+
+        first_trip = round_trip("first")
+        steady = min(round_trip(f"then{i}") for i in range(5))
+        assert first_trip <= 2 * steady + 0.005, (first_trip, steady)
+    finally:
+        channel.close()
         running.stop(grace=0)
 
 
