@@ -37,32 +37,39 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(timeout: float = 120.0, extra_args: tuple[str, ...] = ()):
-    """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``(host:port, process)``."""
+def local_server(timeout: float = 120.0, extra_args: tuple[str, ...] = (), ready: tuple[str, ...] = ()):
+    """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``(host:port, process)``
+    once the server, and each model named in ``ready`` (any-length models warm up after start), is SERVING."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", str(port), *extra_args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = f"127.0.0.1:{port}"
     try:
-        wait_until_serving(target, timeout, process)
+        wait_until_serving(target, timeout, process, ("", *ready))
         yield target, process
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def wait_until_serving(target: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_until_serving(target: str, timeout: float, process: subprocess.Popen | None = None,
+                       services: tuple[str, ...] = ("",)) -> None:
+    """Wait until health says SERVING for each of ``services`` ("" = the server) at ``target``."""
     deadline = time.monotonic() + timeout
+    waiting = list(services)
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
             with contextlib.suppress(grpc.RpcError):
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                while waiting and stub.Check(health_pb2.HealthCheckRequest(service=waiting[0]), timeout=1).status \
+                        == health_pb2.HealthCheckResponse.SERVING:
+                    waiting.pop(0)
+            if not waiting:
+                return
             time.sleep(0.2)
-    raise TimeoutError(f"no server answered health checks at {target} within {timeout:.0f} s")
+    raise TimeoutError(f"{target} did not report {waiting[0] or 'the server'} SERVING within {timeout:.0f} s")
 
 
 def _percentiles_ms(samples: list[float]) -> dict:

@@ -135,7 +135,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
     accuracy check; returns the JSON-ready result and a rich table."""
     rows = []
     headline = {}
-    with local_server() as (target, _):
+    with local_server(ready=tuple(family_model_name(CodeSpec(d, d, p)) for d in distances)) as (target, _):
         client = DecoderClient([target])
         for d in distances:
             spec = CodeSpec(d, d, p)
