@@ -7,6 +7,7 @@ the benchmark starts its own server in a subprocess (its own interpreter, as in 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import platform
 import socket
 import subprocess
@@ -104,6 +105,35 @@ def _unary_latency(client: DecoderClient, model: str, events: np.ndarray, second
     return samples
 
 
+def interleaved_traffic(target: str, model: str, seconds: float, seed: int = 1) -> None:
+    """Single-shot calls to ``model`` for ``seconds`` (runs in its own process: the traffic that
+    ``bench server --interleave`` puts beside the measured model)."""
+    client = DecoderClient([target])
+    info = client.model_info(model)
+    spec = CodeSpec(info.distance, info.rounds, info.p, info.basis, info.noise)
+    events = spec.circuit().compile_detector_sampler(seed=seed).sample(1000, bit_packed=True)
+    stop, row = time.perf_counter() + seconds, 0
+    while time.perf_counter() < stop:
+        client.decode(model, events[row: row + 1], timeout=5)
+        row = (row + 1) % len(events)
+    client.close()
+
+
+def _latency_beside(client: DecoderClient, model: str, events: np.ndarray, seconds: float, target: str,
+                    other: str) -> list[float]:
+    """Single-shot latencies of ``model`` while another process sends single shots to ``other``."""
+    process = multiprocessing.get_context("spawn").Process(target=interleaved_traffic,
+                                                           args=(target, other, seconds + 3.0))
+    process.start()
+    try:
+        time.sleep(2.0)  # the other process is up and calling
+        return _unary_latency(client, model, events, seconds)
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.terminate()
+
+
 def _paired_batch_seconds(client: DecoderClient, model: str, decoder, events: np.ndarray, batch: int,
                           seconds: float) -> tuple[float, float]:
     """Mean seconds per ``batch``-shot call in-process and over gRPC, alternating call by call on
@@ -167,8 +197,10 @@ def _streaming(client: DecoderClient, model: str, events: np.ndarray, info, seco
 
 
 def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds: float = 3.0, clients: int = 4,
-                 seed: int = 0, shots: int = 65_536) -> tuple[dict, Table]:
-    """Measure unary latency, sustained and streaming throughput, and in-process baselines."""
+                 seed: int = 0, shots: int = 65_536, interleave: str | None = None) -> tuple[dict, Table]:
+    """Measure unary latency, sustained and streaming throughput, and in-process baselines;
+    with ``interleave`` (a served model), also ``model``'s single-shot latency while another
+    process sends single shots to that model (how much the two slow each other)."""
     events, _ = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True, bit_packed=True)
     with (contextlib.nullcontext((target, None)) if target else local_server()) as (address, _):
         client = DecoderClient([address])
@@ -177,6 +209,8 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         inprocess = _inprocess(decoder, events, seconds)
         client.decode(model, events[:BATCH])  # warm up
         latency = _percentiles_ms(_unary_latency(client, model, events, seconds))
+        beside = None if interleave is None else _percentiles_ms(
+            _latency_beside(client, model, events, seconds, address, interleave))
         paired = {batch: _paired_batch_seconds(client, model, decoder, events, batch, seconds)
                   for batch in OVERHEAD_BATCHES}
         sustained, _ = _sustained(client, model, events, seconds, clients)
@@ -187,6 +221,10 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         "server": target or "subprocess on 127.0.0.1", "seconds_per_phase": seconds, "clients": clients, "seed": seed,
         "unary_p50_ms": latency["p50"], "unary_p99_ms": latency["p99"], "unary_p999_ms": latency["p999"],
         "inprocess_single_p50_ms": inprocess["single"]["p50"], "inprocess_single_p99_ms": inprocess["single"]["p99"],
+        "interleaved_with": interleave,
+        "unary_interleaved_p50_ms": None if beside is None else beside["p50"],
+        "unary_interleaved_p99_ms": None if beside is None else beside["p99"],
+        "interleaved_p99_ratio": None if beside is None else beside["p99"] / latency["p99"],
         "sustained_shots_per_s": sustained, "stream_shots_per_s": streaming,
         "inprocess_shots_per_s": inprocess["shots_per_s"],
         "sustained_vs_inprocess": sustained / inprocess["shots_per_s"],
@@ -200,6 +238,9 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
     table.add_row("single shot p50 / p99 / p99.9 (ms)",
                   f"{latency['p50']:.3f} / {latency['p99']:.3f} / {latency['p999']:.3f}",
                   f"{inprocess['single']['p50']:.3f} / {inprocess['single']['p99']:.3f}", "")
+    if beside is not None:
+        table.add_row(f"  beside {interleave} traffic", f"{beside['p50']:.3f} / {beside['p99']:.3f} / "
+                      f"{beside['p999']:.3f}", "", f"p99 {result['interleaved_p99_ratio']:.2f}x")
     for batch, (local, remote) in paired.items():
         table.add_row(f"time per {batch}-shot call (ms)", f"{remote * 1e3:.2f}", f"{local * 1e3:.2f}",
                       f"{remote / local:.2f}x")

@@ -76,7 +76,7 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
 
     spec = experiment(args)
     result, table = bench_server(served_model_name(args.model, spec), spec, target=args.target, seconds=args.seconds,
-                                 clients=args.clients, seed=args.seed)
+                                 clients=args.clients, seed=args.seed, interleave=args.interleave)
     result["command"] = command_line()
     emit(table, result, args.json)
     return 0
@@ -137,6 +137,9 @@ def register(commands) -> None:
     server.add_argument("--target", default=None, help="a running server (default: start one on loopback)")
     server.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
     server.add_argument("--clients", type=positive_int, default=4, help="concurrent client threads")
+    server.add_argument("--interleave", default=None, metavar="MODEL",
+                        help="also measure single-shot latency while another process sends single shots to MODEL "
+                             "(a served name, e.g. predecoder-d5-int8-guided)")
     server.add_argument("--seed", type=int, default=0)
     server.add_argument("--json", default=None)
     server.set_defaults(func=cmd_bench_server)
