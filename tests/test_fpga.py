@@ -14,8 +14,9 @@ from nqec.cli import main
 
 
 @pytest.fixture(scope="module")
-def design(predecoder_bundle, tmp_path_factory):
-    return convert(str(predecoder_bundle.path), tmp_path_factory.mktemp("hls") / "project")
+def design(tmp_path_factory):
+    """The shipped d=5 FPGA pre-decoder: unlike a few-step test model it commits edges (p > 0.9)."""
+    return convert("predecoder-fpga", tmp_path_factory.mktemp("hls") / "project")
 
 
 def test_fixed_types_round_and_saturate_like_ap_fixed():
@@ -29,13 +30,17 @@ def test_fixed_types_round_and_saturate_like_ap_fixed():
 
 
 def test_emulation_is_bit_exact_against_the_c_simulation(design):
-    windows = stim_windows(design.bundle, 400, seed=5)  # 400 shots x 4 rounds = 1600 Stim windows
+    """On 1000 Stim windows (200 shots x 5 rounds, ~500 edges the float network commits at p > 0.9),
+    the fixed-point design finds >= 97% of the float network's committed edges and >= 97% of its own
+    are the float's (measured ~100%; slot agreement would not do: committing nothing agrees on 99.9%)."""
+    windows = stim_windows(design.bundle, 200, seed=5)
     csim = design.csim(windows)
     assert np.array_equal(csim, design.emulate(windows))
     float_logits = design.bundle.run(windows)
     assert np.abs(csim - float_logits).max() < 0.25  # 10-bit weights, 16-bit activations: close to float
-    threshold = np.log(0.9 / 0.1)
-    assert np.mean((csim > threshold) == (float_logits > threshold)) > 0.999
+    ours, theirs = csim > np.log(0.9 / 0.1), float_logits > np.log(0.9 / 0.1)
+    both = np.sum(ours & theirs)
+    assert theirs.sum() >= 200 and both >= 0.97 * theirs.sum() and both >= 0.97 * ours.sum()
 
 
 def test_csim_command_reports_agreement_and_paired_ler(predecoder_bundle, tmp_path):
@@ -114,8 +119,8 @@ def test_report_parses_a_vitis_synthesis_report(tmp_path, capsys):
 
 
 def test_estimate_counts_multiplications(design):
-    cost = estimate(design.layers, (6, 4, 4), reuse_factor=2, clock_ns=4.0)
-    expected = sum(16 * layer.weight.size for layer in design.layers)  # 4 x 4 cells, every weight once per cell
+    cost = estimate(design.layers, (6, 6, 6), reuse_factor=2, clock_ns=4.0)
+    expected = sum(36 * layer.weight.size for layer in design.layers)  # d=5: 6 x 6 cells, every weight once per cell
     assert cost["multiplications_per_window"] == expected
     assert cost["parallel_multipliers"] == -(-expected // 2)
     assert cost["latency_cycles"] > len(design.layers) and "ESTIMATE" in cost["label"]
