@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decoder import CodeSpec, MatchingDecoder
+from decoder.bundle import Bundle
 from decoder.events import pack_bits
 from decoder.interface import Decoder, Stage
 from server.app import ServerConfig, start_server
@@ -44,6 +45,9 @@ def models(transformer_bundle):
     served["slow"] = ServedModel("slow", "matching", "matching", SPEC, slow, served[MODEL].detectors_per_round, {})
     repetition = stim.Circuit.generated("repetition_code:memory", distance=4, rounds=6, before_round_data_depolarization=0.01)
     served["rep"] = ServedModel("rep", "matching", "matching", SPEC, MatchingDecoder(repetition.detector_error_model()), [], {})
+    fpga = Bundle.load("predecoder-fpga")
+    served["predecoder-fpga-guided"] = ServedModel("predecoder-fpga-guided", "predecoder", "guided-matching", fpga.spec,
+                                                   fpga.decoder(pipeline="guided-matching"), [], {})
     return served
 
 
@@ -98,6 +102,19 @@ def test_transformer_bundle_served_with_stage_per_shot(client, transformer_bundl
     local = transformer_bundle.decoder().decode_batch_with_info(events)
     assert np.array_equal(flips, local.observables)
     assert np.array_equal(stages, local.stage)
+
+
+def test_guided_model_served_equals_in_process_guided_matching(client):
+    """The headline pipeline (the C++ weighted matcher behind a network) over gRPC, beside plain
+    matching on the same shots: the served answers are the in-process guided ones, not matching's."""
+    bundle = Bundle.load("predecoder-fpga")
+    events = bundle.spec.circuit().compile_detector_sampler(seed=8).sample(3000, bit_packed=True)
+    flips, stages, _ = client.decode("predecoder-fpga-guided", events)
+    local = bundle.decoder(pipeline="guided-matching").decode_batch_with_info(events)
+    assert np.array_equal(flips, local.observables) and np.array_equal(stages, local.stage)
+    assert (stages == Stage.NETWORK).all()
+    plain = MatchingDecoder.from_spec(bundle.spec).decode_batch(events)
+    assert not np.array_equal(flips, plain)  # a pipeline that ignored the network would answer as matching
 
 
 @pytest.mark.parametrize("request_, code, message", [
