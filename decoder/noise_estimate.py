@@ -179,7 +179,10 @@ class EdgeAccumulator:
     """Running detector and pair sums of detection events; ``estimate()`` at any time.
 
     With ``half_life`` (shots), older shots are forgotten exponentially: sums are scaled by
-    ``0.5 ** (batch / half_life)`` before each batch is added.
+    ``0.5 ** (batch / half_life)`` before each batch is added. With ``shrink`` (default), each
+    measured rate and pair correlation is pulled toward the DEM's value by
+    ``sigma^2 / (departure^2 + sigma^2)`` before the fit: departures well beyond their noise stay,
+    noise on edges the device did not move mostly goes (it would otherwise cost logical errors).
 
     Example:
         >>> from decoder import CodeSpec
@@ -189,12 +192,13 @@ class EdgeAccumulator:
         >>> for _ in range(4):
         ...     accumulator.update(sampler.sample(5000, bit_packed=True))
         >>> round(accumulator.shots)
-        19306
+        18079
         >>> accumulator.estimate().p.shape == accumulator.graph.detectors[:, 0].shape
         True
     """
 
-    def __init__(self, dem: stim.DetectorErrorModel, *, blocks: int = 10, half_life: float | None = None):
+    def __init__(self, dem: stim.DetectorErrorModel, *, blocks: int = 10, half_life: float | None = None,
+                 shrink: bool = True):
         if blocks < 2:
             raise NqecError(f"the jackknife needs at least 2 blocks, got {blocks}")
         if half_life is not None and not half_life > 0:
@@ -202,6 +206,7 @@ class EdgeAccumulator:
         self.dem = dem
         self.graph = DemGraph.from_dem(dem)
         self.half_life = half_life
+        self.shrink = shrink
         self.num_detectors = dem.num_detectors
         pairs = self.graph.detectors[:, 1] >= 0
         self.pair_edges = np.flatnonzero(pairs)
@@ -240,35 +245,52 @@ class EdgeAccumulator:
         packed = np.ascontiguousarray(np.packbits(part, axis=0).T)  # [N, shots/8]
         return np.bitwise_count(packed[self._a] & packed[self._b]).sum(axis=1, dtype=np.int64)
 
-    def estimate(self) -> EdgeEstimate:
-        """Every edge's probability from the sums so far, with jackknife standard errors."""
+    def estimate(self, *, stderr: bool = True) -> EdgeEstimate:
+        """Every edge's probability from the sums so far, with jackknife standard errors (NaN
+        without ``stderr``: one fit instead of ``blocks + 1``)."""
         if self.shots < MIN_SHOTS:
             raise NqecError(f"need at least {MIN_SHOTS} shots to estimate edge probabilities, got {self.shots:.0f}")
-        fits = [self._fit(self._count.sum(), self._singles.sum(axis=0), self._pairs.sum(axis=0))]
-        fits += [self._fit(self._count.sum() - self._count[k], self._singles.sum(axis=0) - self._singles[k],
-                           self._pairs.sum(axis=0) - self._pairs[k]) for k in range(len(self._count))]
+        sums = [np.concatenate([total.sum(axis=0, keepdims=True), total.sum(axis=0) - total])
+                for total in (self._count, self._singles, self._pairs)]
+        targets = self._observed(*sums)  # each [1 + blocks, ...]: all shots, then each block left out
+        if self.shrink:
+            targets = [_shrunk(stat, nominal) for stat, nominal in zip(targets, self.graph.observed(self.graph.mechanism_p))]
+        sets = len(self._count) + 1 if stderr else 1
+        fits = [fit_mechanisms(self.graph, targets[0][k], targets[1][k]) for k in range(sets)]
         edges = np.array([self.graph.edge_p(q) for q in fits])
         blocks = len(self._count)
-        stderr = np.sqrt((blocks - 1) / blocks * ((edges[1:] - edges[1:].mean(axis=0)) ** 2).sum(axis=0))
-        return EdgeEstimate(self.graph.detectors, edges[0], stderr, self.graph.edge_p(self.graph.mechanism_p),
+        spread = np.sqrt((blocks - 1) / blocks * ((edges[1:] - edges[1:].mean(axis=0)) ** 2).sum(axis=0)) if stderr \
+            else np.full(self.graph.num_edges, np.nan)
+        return EdgeEstimate(self.graph.detectors, edges[0], spread, self.graph.edge_p(self.graph.mechanism_p),
                             self.shots, fits[0])
 
-    def _fit(self, count: float, singles: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-        """Mechanism probabilities fitted to detector rates and pair-edge correlations."""
-        x = np.clip(singles / count, 0, MAX_PROBABILITY)
-        xa, xb, xab = x[self._a], x[self._b], pairs / count
+    def _observed(self, count: np.ndarray, singles: np.ndarray, pairs: np.ndarray) -> list[np.ndarray]:
+        """Detector rates ``[K, N]`` and pair-edge flip probabilities ``[K, P]`` of ``K`` sets of sums."""
+        x = np.clip(singles / count[:, None], 0, MAX_PROBABILITY)
+        xa, xb, xab = x[:, self._a], x[:, self._b], pairs / count[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (xab - xa * xb) / (1 - 2 * xa - 2 * xb + 4 * xab)
-        pair_p = 0.5 - 0.5 * np.sqrt(np.clip(1 - 4 * np.nan_to_num(ratio), 0, 1))
-        return fit_mechanisms(self.graph, x, pair_p)
+        return [x, 0.5 - 0.5 * np.sqrt(np.clip(1 - 4 * np.nan_to_num(ratio), 0, 1))]
 
 
-def estimate_edges(dem: stim.DetectorErrorModel, events: np.ndarray, *, blocks: int = 10) -> EdgeEstimate:
+def _shrunk(stat: np.ndarray, nominal: np.ndarray) -> np.ndarray:
+    """Each measured statistic pulled toward its nominal value by ``sigma^2 / (departure^2 + sigma^2)``
+    (``sigma``: its jackknife error over rows 1..), the same weight for every row."""
+    blocks = len(stat) - 1
+    variance = (blocks - 1) / blocks * ((stat[1:] - stat[1:].mean(axis=0)) ** 2).sum(axis=0)
+    departure = stat[0] - nominal
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep = np.nan_to_num(departure ** 2 / (departure ** 2 + variance), nan=1.0)
+    return nominal + keep * (stat - nominal)
+
+
+def estimate_edges(dem: stim.DetectorErrorModel, events: np.ndarray, *, blocks: int = 10,
+                   shrink: bool = True) -> EdgeEstimate:
     """Estimate every edge of ``dem``'s matching graph from detection events alone (no labels).
 
     ``events``: ``bool [shots, N]`` or bit-packed ``uint8 [shots, ceil(N/8)]``; see
     :class:`EdgeEstimate` for an example."""
-    accumulator = EdgeAccumulator(dem, blocks=blocks)
+    accumulator = EdgeAccumulator(dem, blocks=blocks, shrink=shrink)
     accumulator.update(events)
     return accumulator.estimate()
 

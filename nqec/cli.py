@@ -7,9 +7,9 @@ import argparse
 import sys
 
 from decoder.errors import NqecError
-from nqec.commands import bench, client, demo, evaluate, fpga, models, serve, train
+from nqec.commands import bench, client, demo, evaluate, fpga, models, noise, serve, train
 
-AREAS = (evaluate, demo, train, models, serve, client, fpga, bench)
+AREAS = (evaluate, demo, train, models, serve, client, fpga, bench, noise)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import stim
 
 from decoder.errors import NqecError
 from decoder.matching import MatchingDecoder
-from decoder.noise_estimate import EdgeAccumulator, estimate_edges, reweighted_dem
+from decoder.noise_estimate import DemGraph, EdgeAccumulator, EdgeEstimate, estimate_edges, reweighted_dem
 from decoder.stats import wilson_interval
 
 DRIFT_KINDS = ("hot-spot", "readout", "coupler")
@@ -35,8 +35,8 @@ class Drift:
         >>> from decoder import CodeSpec
         >>> circuit = CodeSpec(3, 3, 0.003).circuit()
         >>> hot = Drift("hot-spot", 0.03, size=2).apply(circuit)
-        >>> str(hot).count("DEPOLARIZE1(0.03)")
-        4
+        >>> hot.num_detectors == circuit.num_detectors, str(hot).count("DEPOLARIZE1(0.03)")  # first round, REPEAT body, last
+        (True, 3)
     """
 
     kind: str = "hot-spot"
@@ -108,3 +108,137 @@ def _insert(circuit: stim.Circuit, where, noise: stim.CircuitInstruction, *, bef
             if picked and not before:
                 out.append(noise)
     return out
+
+
+def true_edge_p(dem: stim.DetectorErrorModel, truth: stim.DetectorErrorModel) -> np.ndarray:
+    """``float [E]``: each edge of ``dem``'s graph as ``truth`` (another DEM of the circuit) has it (0 if absent)."""
+    graph, true = DemGraph.from_dem(dem), DemGraph.from_dem(truth)
+    lookup = dict(zip(map(tuple, true.detectors), true.edge_p(true.mechanism_p)))
+    return np.array([lookup.get(tuple(edge), 0.0) for edge in graph.detectors])
+
+
+def estimation_report(dem: stim.DetectorErrorModel, truth: stim.DetectorErrorModel, estimate: EdgeEstimate,
+                      *, min_p: float = 1e-3, top: int = 10) -> dict:
+    """How close the estimate is to the true edges: median relative error of edges with true
+    p >= ``min_p``, the fraction within two standard errors, and whether the top departures are
+    edges the drift really moved (true/nominal > 1.5 or < 1/1.5)."""
+    true_p = true_edge_p(dem, truth)
+    big = true_p >= min_p
+    relative = np.abs(estimate.p / np.where(big, true_p, 1) - 1)[big]
+    moved = np.abs(np.log(np.maximum(true_p, 1e-12) / estimate.nominal)) > np.log(1.5)
+    rows = estimate.top_departures(top)
+    for row in rows:
+        row["true"] = float(true_p[row["edge"]])
+    return {"shots": estimate.shots, "edges": len(true_p), "edges_p_ge_min": int(big.sum()), "min_p": min_p,
+            "median_relative_error": float(np.median(relative)), "p90_relative_error": float(np.quantile(relative, 0.9)),
+            "within_2_stderr": float(np.mean(np.abs(estimate.p - true_p)[big] <= 2 * estimate.stderr[big])),
+            "edges_moved_by_drift": int(moved.sum()), "top_is_moved": bool(moved[rows[0]["edge"]]) if moved.any() else None,
+            "top_moved_fraction": float(np.mean([moved[row["edge"]] for row in rows])), "top_departures": rows}
+
+
+def _errors(decoder: MatchingDecoder, events: np.ndarray, observables: np.ndarray) -> np.ndarray:
+    return (decoder.decode_batch(events) != observables).any(axis=1)
+
+
+def _rate(wrong: np.ndarray) -> dict:
+    errors, shots = int(wrong.sum()), len(wrong)
+    low, high = wilson_interval(errors, shots)
+    return {"errors": errors, "shots": shots, "ler": errors / max(shots, 1), "ler_95": [low, high]}
+
+
+def paired_ratio(wrong: np.ndarray, reference: np.ndarray, *, resamples: int = 2000, seed: int = 0) -> dict:
+    """Errors of ``wrong`` ÷ errors of ``reference`` on the same shots, with a 95% paired bootstrap interval."""
+    both, only_a, only_b = int((wrong & reference).sum()), int((wrong & ~reference).sum()), int((~wrong & reference).sum())
+    counts = np.random.default_rng(seed).multinomial(len(wrong), np.array([both, only_a, only_b, len(wrong) - both - only_a - only_b]) / len(wrong), size=resamples)
+    ratios = (counts[:, 0] + counts[:, 1]) / np.maximum(counts[:, 0] + counts[:, 2], 1)
+    return {"ratio": (both + only_a) / max(both + only_b, 1), "ratio_95": [float(v) for v in np.quantile(ratios, [0.025, 0.975])]}
+
+
+def compare_dems(spec, drift: Drift, *, train_shots: int = 100_000, test_shots: int = 100_000, seed: int = 0) -> dict:
+    """Matching (both modes) from the nominal, the estimated and the true DEM on the same drifted shots.
+
+    The estimate is learned from ``train_shots`` detection events of the drifted circuit (seed
+    ``seed``) and tested on ``test_shots`` fresh ones (seed ``seed + 1``).
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> result = compare_dems(CodeSpec(3, 3, 0.003), Drift(), train_shots=5000, test_shots=2000)
+        >>> sorted(result["decoders"]["correlated"])
+        ['estimated', 'nominal', 'true']
+    """
+    dem = spec.dem()
+    circuit = drift.apply(spec.circuit())
+    truth = circuit.detector_error_model(decompose_errors=True)
+    estimate = estimate_edges(dem, circuit.compile_detector_sampler(seed=seed).sample(train_shots, bit_packed=True))
+    dems = {"nominal": dem, "estimated": reweighted_dem(dem, estimate), "true": truth}
+    events, observables = circuit.compile_detector_sampler(seed=seed + 1).sample(test_shots, separate_observables=True)
+    decoders = {}
+    for mode in ("uncorrelated", "correlated"):
+        wrong = {name: _errors(MatchingDecoder(d, correlations=mode == "correlated"), events, observables)
+                 for name, d in dems.items()}
+        decoders[mode] = {name: {**_rate(w), "vs_true": paired_ratio(w, wrong["true"], seed=seed)}
+                          for name, w in wrong.items()}
+    return {"spec": spec.to_dict(), "drift": dataclasses.asdict(drift), "train_shots": train_shots,
+            "test_shots": test_shots, "seed": seed, "decoders": decoders,
+            "estimation": estimation_report(dem, truth, estimate)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftRun:
+    """A device run in segments: shots per segment, and whether the drift is on in each.
+
+    Defaults: nominal, then the drift appears, then it fades (nominal again)."""
+
+    shots: tuple[int, ...] = (100_000, 200_000, 200_000)
+    drifted: tuple[bool, ...] = (False, True, False)
+    window: int = 10_000  # the adaptive decoder re-estimates every this many shots
+    half_life: int = 20_000  # shots; older shots count half as much per half-life
+    correlations: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.shots) != len(self.drifted) or any(s % self.window for s in self.shots):
+            raise NqecError(f"expected one drift flag per segment and segments of whole windows of {self.window} "
+                            f"shots, got shots {list(self.shots)} and flags {list(self.drifted)}")
+
+
+def bench_drift(spec, drift: Drift, run: DriftRun = DriftRun(), *, seed: int = 0) -> dict:
+    """A static decoder (nominal DEM), an adaptive one and one given the true DEM on the same shots.
+
+    The adaptive decoder decodes each window of ``run.window`` shots with its current DEM, then
+    adds the window's detection events to an :class:`EdgeAccumulator` (half-life
+    ``run.half_life``) and rebuilds matching from the reweighted DEM. After each change of the
+    noise, ``recovered_after_shots`` is the end of the first window whose adaptive errors are
+    within 1.1x of the true-DEM decoder's on the same window (None if none).
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> run = DriftRun(shots=(4000, 4000), drifted=(False, True), window=2000, half_life=2000)
+        >>> result = bench_drift(CodeSpec(3, 3, 0.003), Drift(), run)
+        >>> [s["drifted"] for s in result["segments"]], sorted(result["segments"][1]["decoders"])
+        ([False, True], ['adaptive', 'static', 'true'])
+    """
+    nominal = spec.dem()
+    circuits = {False: spec.circuit(), True: drift.apply(spec.circuit())}
+    truths = {flag: MatchingDecoder(c.detector_error_model(decompose_errors=True), correlations=run.correlations)
+              for flag, c in circuits.items()}
+    static = adaptive = MatchingDecoder(nominal, correlations=run.correlations)
+    accumulator = EdgeAccumulator(nominal, half_life=run.half_life)
+    segments = []
+    for index, (shots, flag) in enumerate(zip(run.shots, run.drifted)):
+        sampler = circuits[flag].compile_detector_sampler(seed=seed + index)
+        wrong = {"static": [], "adaptive": [], "true": []}
+        for _ in range(shots // run.window):
+            events, observables = sampler.sample(run.window, separate_observables=True)
+            for name, decoder in (("static", static), ("adaptive", adaptive), ("true", truths[flag])):
+                wrong[name].append(_errors(decoder, events, observables))
+            accumulator.update(events)
+            adaptive = MatchingDecoder(reweighted_dem(nominal, accumulator.estimate(stderr=False)),
+                                       correlations=run.correlations)
+        per_window = {name: [int(w.sum()) for w in windows] for name, windows in wrong.items()}
+        recovered = next((run.window * (k + 1) for k, (a, t) in enumerate(zip(per_window["adaptive"], per_window["true"]))
+                          if a <= 1.1 * t), None)
+        segments.append({"shots": shots, "drifted": flag,
+                         "decoders": {name: _rate(np.concatenate(w)) for name, w in wrong.items()},
+                         "window_errors": per_window, "recovered_after_shots": recovered if index else None})
+    return {"spec": spec.to_dict(), "drift": dataclasses.asdict(drift), "run": dataclasses.asdict(run), "seed": seed,
+            "segments": segments}

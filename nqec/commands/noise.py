@@ -1,0 +1,153 @@
+"""``nqec noise``: learn the device's error model from its detection events; planted drifts, benches."""
+
+from __future__ import annotations
+
+import argparse
+
+from nqec.commands.common import add_experiment_args, emit, experiment, positive_int
+
+
+def _experiment(args: argparse.Namespace):
+    """The user's circuit file (``--circuit``) or the code spec of ``-d -r -p``."""
+    if args.circuit:
+        from decoder.experiment import CircuitSpec
+
+        return CircuitSpec.from_file(args.circuit)
+    return experiment(args)
+
+
+def _drift(args: argparse.Namespace):
+    from training.bench_drift import Drift
+
+    return Drift(args.drift, args.strength, args.size)
+
+
+def cmd_noise_estimate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from decoder.errors import NqecError
+    from decoder.noise_estimate import DemGraph, EdgeAccumulator, plot_estimate, reweighted_dem
+    from training.report import command_line
+
+    spec = _experiment(args)
+    dem = spec.dem()
+    accumulator = EdgeAccumulator(dem, half_life=None)
+    if args.events:
+        from decoder.shot_files import read_shots
+
+        for chunk in read_shots(args.events, args.in_format, dem.num_detectors):
+            accumulator.update(chunk)
+    elif args.shots:
+        circuit = _drift(args).apply(spec.circuit()) if args.drift else spec.circuit()
+        accumulator.update(circuit.compile_detector_sampler(seed=args.seed).sample(args.shots, bit_packed=True))
+    else:
+        raise NqecError("expected detection events: --in FILE, or --shots N to sample the circuit itself")
+    estimate = accumulator.estimate()
+    reweighted_dem(dem, estimate).to_file(args.out)
+    rows = estimate.top_departures(args.top)
+    table = Table(title=f"edges furthest from nominal ({estimate.shots:,.0f} shots, {len(estimate.p)} edges)")
+    for column in ("detectors", "nominal", "estimate", "ratio (95%)"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        low, high = row["ratio_interval"]
+        table.add_row(" ".join(map(str, row["detectors"])), f"{row['nominal']:.2e}", f"{row['estimate']:.2e}",
+                      f"{row['ratio']:.2f}x [{low:.2f}, {high:.2f}]")
+    if args.plot:
+        plot_estimate(estimate, DemGraph.from_dem(dem), args.plot)
+        print(f"wrote {args.plot}")
+    print(f"wrote {args.out}")
+    emit(table, {"experiment": spec.to_dict(), "events": args.events, "shots": estimate.shots, "dem": args.out,
+                 "edges": len(estimate.p), "top_departures": rows, "command": command_line()}, args.json)
+    return 0
+
+
+def cmd_noise_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_drift import compare_dems
+    from training.report import command_line
+
+    spec = experiment(args)
+    result = compare_dems(spec, _drift(args), train_shots=args.train_shots, test_shots=args.shots, seed=args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"{spec.label()}, drift {args.drift} {args.strength:g}: errors on {args.shots:,} shots "
+                        f"(DEM learned from {args.train_shots:,})")
+    for column in ("matching", "DEM", "errors", "LER (95%)", "÷ true DEM (95%)"):
+        table.add_column(column, justify="right")
+    for mode, decoders in result["decoders"].items():
+        for name, row in decoders.items():
+            low, high = row["vs_true"]["ratio_95"]
+            table.add_row(mode, name, str(row["errors"]), f"{row['ler']:.2e} [{row['ler_95'][0]:.2e}, "
+                          f"{row['ler_95'][1]:.2e}]", f"{row['vs_true']['ratio']:.3f}x [{low:.3f}, {high:.3f}]")
+    emit(table, result, args.json)
+    return 0
+
+
+def cmd_noise_drift(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from training.bench_drift import DriftRun, bench_drift
+    from training.report import command_line
+
+    spec = experiment(args)
+    run = DriftRun(tuple(args.segments), tuple(bool(f) for f in args.drifted), args.window, args.half_life,
+                   args.matching == "correlated")
+    result = bench_drift(spec, _drift(args), run, seed=args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"{spec.label()}: {args.drift} {args.strength:g} appears and fades; "
+                        f"adaptive re-estimates every {args.window:,} shots (half-life {args.half_life:,})")
+    for column in ("segment", "drift", "static", "adaptive", "true DEM", "recovered after"):
+        table.add_column(column, justify="right")
+    for index, segment in enumerate(result["segments"]):
+        rates = [f"{segment['decoders'][n]['ler']:.2e}" for n in ("static", "adaptive", "true")]
+        recovered = segment["recovered_after_shots"]
+        table.add_row(str(index), "on" if segment["drifted"] else "off", *rates,
+                      "-" if index == 0 else f"{recovered:,}" if recovered else "never")
+    emit(table, result, args.json)
+    return 0
+
+
+def _add_drift_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+    from training.bench_drift import DRIFT_KINDS
+
+    parser.add_argument("--drift", choices=DRIFT_KINDS, default=default,
+                        help="planted drift: hot-spot (data qubits), readout (one ancilla), coupler (one CX pair)")
+    parser.add_argument("--strength", type=float, default=0.03, help="the drift's added error probability")
+    parser.add_argument("--size", type=positive_int, default=3, help="hot-spot data qubits in a row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the result as JSON")
+
+
+def register(commands) -> None:
+    noise = commands.add_parser("noise", help="learn the device's error model from its detection events")
+    area = noise.add_subparsers(dest="noise_command", required=True, metavar="SUBCOMMAND")
+
+    estimate = area.add_parser("estimate", help="edge probabilities from detection events -> a reweighted DEM")
+    add_experiment_args(estimate, sweep=False)
+    estimate.add_argument("--circuit", help="the experiment's Stim circuit file (instead of -d -r -p)")
+    estimate.add_argument("--in", dest="events", help="detection events file (no observables)")
+    estimate.add_argument("--in-format", default="b8", help="b8, 01, r8, ptb64, hits or dets (default: b8)")
+    estimate.add_argument("--shots", type=positive_int, help="instead of --in: sample this many shots of the circuit")
+    estimate.add_argument("--out", default="estimated.dem", help="the reweighted DEM (default: estimated.dem)")
+    estimate.add_argument("--plot", help="PNG: estimate / nominal over the lattice, per round")
+    estimate.add_argument("--top", type=positive_int, default=20, help="edges listed (default: 20)")
+    _add_drift_args(estimate, None)
+    estimate.set_defaults(func=cmd_noise_estimate)
+
+    compare = area.add_parser("compare", help="matching from the nominal, estimated and true DEM on drifted shots")
+    add_experiment_args(compare, sweep=False)
+    compare.add_argument("--train-shots", type=positive_int, default=100_000, help="shots the DEM is learned from")
+    compare.add_argument("--shots", type=positive_int, default=100_000, help="test shots (fresh, same for all)")
+    _add_drift_args(compare, "hot-spot")
+    compare.set_defaults(func=cmd_noise_compare)
+
+    drift = area.add_parser("drift", help="bench: a static and an adaptive decoder while the noise drifts")
+    add_experiment_args(drift, sweep=False)
+    drift.add_argument("--segments", type=positive_int, nargs="+", default=[100_000, 200_000, 200_000],
+                       help="shots per segment")
+    drift.add_argument("--drifted", type=int, nargs="+", default=[0, 1, 0], help="1 where the drift is on")
+    drift.add_argument("--window", type=positive_int, default=10_000, help="re-estimate every this many shots")
+    drift.add_argument("--half-life", type=positive_int, default=20_000, help="forgetting half-life in shots")
+    drift.add_argument("--matching", choices=["uncorrelated", "correlated"], default="correlated")
+    _add_drift_args(drift, "hot-spot")
+    drift.set_defaults(func=cmd_noise_drift)
