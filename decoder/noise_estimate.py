@@ -390,6 +390,8 @@ def plot_estimate(estimate: EdgeEstimate, graph: DemGraph, path: str, *, title: 
         else:
             values, chosen = departure, t_low == layer
         for mask, marker in ((spacelike & chosen, None), (timelike & chosen, "o"), (boundary & chosen, "s")):
+            mask = np.flatnonzero(mask)
+            mask = mask[np.argsort(np.abs(values[mask]), kind="stable")]  # strongest drawn on top of overlaps
             if marker is None:
                 segments = np.stack([a[mask], b[mask]], axis=1)
                 ax.add_collection(LineCollection(segments, colors=cmap(norm(values[mask])), linewidths=3))
