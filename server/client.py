@@ -14,11 +14,16 @@ Channel options (:data:`CHANNEL_OPTIONS`; gRPC's default in brackets):
 - ``grpc.min_reconnect_backoff_ms`` 2000 [20000]: also the time one connection attempt (TCP and
   the HTTP/2 handshake) may take. A frozen server accepts TCP and never answers; a call without
   a deadline used to wait 20 s for it before failing over.
-- ``grpc.keepalive_time_ms`` 10000 / ``grpc.keepalive_timeout_ms`` 5000 [off]: a connected
-  server that stops answering is dropped after ~15 s even under calls without a deadline.
-- ``grpc.service_config``: a Decode or DecodeStream refused with RESOURCE_EXHAUSTED (the
-  server's ``--max-inflight-shots`` or ``--max-streams``) is retried by gRPC itself: up to
-  :data:`RETRY_ATTEMPTS` attempts, jittered exponential backoff, within the call's deadline.
+- ``grpc.use_local_subchannel_pool`` 1 [0]: each client has its own connections; a new client
+  does not inherit another's connection to a replica that has since frozen.
+- No keepalive: a call in flight to a replica that froze after connecting is not saved by it
+  (measured), and pings more often than every 5 min get the connection closed by the server
+  (``too_many_pings``). Give calls a deadline: that is what moves them to another replica.
+- ``grpc.service_config``: a Decode refused with RESOURCE_EXHAUSTED (the server's
+  ``--max-inflight-shots``) is retried by gRPC itself: up to :data:`RETRY_ATTEMPTS` attempts,
+  jittered exponential backoff, within the call's deadline. Not DecodeStream: gRPC's replay of
+  the requests a refused stream had taken delivered rounds out of order (3 of 200 streams);
+  :meth:`DecoderClient.stream` opens a refused stream again with fresh requests instead.
 - ``wait_for_ready`` stays False: a call to a target that is down fails at once (UNAVAILABLE)
   and goes to the next target.
 """
@@ -26,6 +31,7 @@ Channel options (:data:`CHANNEL_OPTIONS`; gRPC's default in brackets):
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
@@ -40,14 +46,16 @@ DOWN_FOR_S = 5.0  # a target that failed a call is skipped this long
 DEFAULT_MAX_SHOTS = 1 << 16  # request size when the server does not say its limit
 FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 RETRY_ATTEMPTS = 5  # gRPC's cap
+STREAM_ATTEMPTS = 12  # openings of a stream the server keeps refusing
+STREAM_BACKOFF_S = (0.05, 1.0)  # first and largest bound of the jittered wait between openings
 SERVICE = pb2.DESCRIPTOR.services_by_name["Decoder"].full_name
 SERVICE_CONFIG = {"methodConfig": [{
-    "name": [{"service": SERVICE, "method": "Decode"}, {"service": SERVICE, "method": "DecodeStream"}],
-    "retryPolicy": {"maxAttempts": RETRY_ATTEMPTS, "initialBackoff": "0.05s", "maxBackoff": "1s",
+    "name": [{"service": SERVICE, "method": "Decode"}],
+    "retryPolicy": {"maxAttempts": RETRY_ATTEMPTS, "initialBackoff": "0.1s", "maxBackoff": "2s",
                     "backoffMultiplier": 3, "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}]}
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
-                   ("grpc.min_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 10_000),
-                   ("grpc.keepalive_timeout_ms", 5000), ("grpc.enable_retries", 1),
+                   ("grpc.min_reconnect_backoff_ms", 2000), ("grpc.use_local_subchannel_pool", 1),
+                   ("grpc.enable_retries", 1),
                    ("grpc.service_config", json.dumps(SERVICE_CONFIG)))
 
 
@@ -111,11 +119,32 @@ class DecoderClient:
         return self.stubs[self._order()[0]]
 
     def stream(self, requests, timeout: float | None = None):
-        """``DecodeStream(requests)`` on the next target believed up; yields the responses.
+        """``DecodeStream`` on the next target believed up; yields the responses.
 
-        A stream the server refuses (RESOURCE_EXHAUSTED: ``--max-streams`` are open) is opened
-        again by gRPC's retry policy, replaying the requests sent so far, within ``timeout``."""
-        return self.stub().DecodeStream(requests, timeout=timeout, metadata=self.metadata)
+        ``requests()`` returns the request iterator of one opening. A stream the server refuses
+        (RESOURCE_EXHAUSTED: ``--max-streams`` are open; nothing was read) is opened again with
+        a fresh ``requests()`` after a jittered wait that doubles up to 1 s, at most
+        :data:`STREAM_ATTEMPTS` times and within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bound = STREAM_BACKOFF_S[0]
+        for attempt in range(1, STREAM_ATTEMPTS + 1):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            responses = self.stub().DecodeStream(requests(), timeout=left, metadata=self.metadata)
+            try:
+                first = next(responses)
+            except StopIteration:
+                return
+            except grpc.RpcError as exc:
+                wait = random.uniform(0, bound)
+                if (exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or attempt == STREAM_ATTEMPTS
+                        or (deadline is not None and time.monotonic() + wait >= deadline)):
+                    raise
+                time.sleep(wait)
+                bound = min(2 * bound, STREAM_BACKOFF_S[1])
+                continue
+            yield first
+            yield from responses
+            return
 
     def model_info(self, model: str, timeout: float | None = None) -> pb2.ModelInfo:
         if model not in self._info:
@@ -151,3 +180,9 @@ class DecoderClient:
     def close(self) -> None:
         for channel in self.channels:
             channel.close()
+
+    def __enter__(self) -> DecoderClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
