@@ -1,17 +1,27 @@
 """`nqec bench soak`: mixed traffic from several client processes against a loopback server.
 
-Unary and streamed decodes of every kind of model, requests cancelled mid-flight, deadlines
-too short to meet and oversized neural batches, all at once; every answer is checked against
-in-process decoding of the same shots. Afterwards every model must still answer correctly and
-report SERVING. Load goes to 127.0.0.1 only and stops by itself after ``seconds``.
+Unary and streamed decodes of every kind of model (guided matching included), requests
+cancelled mid-flight, deadlines too short to meet and oversized neural batches, all at once,
+from clients that use two replicas; every answer is checked against in-process decoding of the
+same shots. Faults meanwhile: the second replica is frozen (SIGSTOP) for a while, again and
+again; a client process is killed in the middle of a 65,536-shot request, again and again; a
+second server tries to start on the first one's port and must be refused. Afterwards every
+model of both replicas must still answer correctly and report SERVING. Load goes to 127.0.0.1
+only and stops by itself after ``seconds``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import multiprocessing
+import os
 import platform
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +42,9 @@ from server.models import detectors_per_round, matching_model_name
 MATCHING_SPEC = CodeSpec(5, 5, 0.003)
 SHOTS_PER_MODEL = 4096
 TRAFFIC = ("unary", "short_deadline", "cancelled", "stream_block", "large_neural")
+GUIDED = "predecoder-fpga"  # served twice: hard commits, and as predecoder-fpga-guided
+KILLED_REQUEST_SHOTS = 1 << 16  # the request a killed client process has in flight
+FREEZE_S = 5.0  # the replica is frozen this long, then runs this long, until the load ends
 
 
 @dataclasses.dataclass
@@ -50,9 +63,11 @@ def references() -> list[Reference]:
     jobs = [(matching_model_name(MATCHING_SPEC), MATCHING_SPEC, build_decoder("matching", MATCHING_SPEC), False),
             (matching_model_name(MATCHING_SPEC, True), MATCHING_SPEC,
              build_decoder("matching-correlated", MATCHING_SPEC), False)]
-    for name in ("transformer-d3", "predecoder-fpga"):
+    for name in ("transformer-d3", GUIDED):
         bundle = Bundle.load(name)
         jobs.append((name, bundle.spec, bundle.decoder(), True))
+    guided = Bundle.load(GUIDED)
+    jobs.append((f"{GUIDED}-guided", guided.spec, guided.decoder(pipeline="guided-matching"), True))
     refs = []
     for seed, (model, spec, decoder, neural) in enumerate(jobs):
         events = spec.circuit().compile_detector_sampler(seed=seed).sample(SHOTS_PER_MODEL, bit_packed=True)
@@ -69,10 +84,11 @@ def _block_requests(ref: Reference, rows: slice, block_id: str):
             events=pack_bits(bits[:, lo:hi]).tobytes(), last=index == len(bounds) - 2)])
 
 
-def _client_loop(target: str, refs: list[Reference], seconds: float, seed: int, queue) -> None:
+def _client_loop(targets: list[str], refs: list[Reference], seconds: float, seed: int, queue) -> None:
     """One client process: random traffic until ``seconds`` pass; puts its tallies on ``queue``."""
     rng = np.random.default_rng(seed)
-    client = DecoderClient([target])
+    client = DecoderClient(targets)
+    neural = [r for r in refs if r.neural]
     codes: collections.Counter = collections.Counter()
     wrong = calls = 0
     end = time.monotonic() + seconds
@@ -80,14 +96,14 @@ def _client_loop(target: str, refs: list[Reference], seconds: float, seed: int, 
         kind = TRAFFIC[rng.integers(len(TRAFFIC))]
         ref = refs[rng.integers(len(refs))]
         if kind == "large_neural":
-            ref = next(r for r in refs if r.neural)
+            ref = neural[rng.integers(len(neural))]
         size = {"large_neural": SHOTS_PER_MODEL, "stream_block": 64}.get(kind, int(rng.integers(1, 257)))
         start = int(rng.integers(0, SHOTS_PER_MODEL - size + 1))
         rows = slice(start, start + size)
         calls += 1
         try:
             if kind == "stream_block":
-                responses = client.stub().DecodeStream(_block_requests(ref, rows, f"b{calls}"), timeout=10)
+                responses = client.stream(lambda: _block_requests(ref, rows, f"b{calls}"), timeout=5)
                 (block,) = [b for response in responses for b in response.blocks]
                 if block.error:
                     codes[f"stream error: {block.error[:40]}"] += 1
@@ -110,6 +126,65 @@ def _client_loop(target: str, refs: list[Reference], seconds: float, seed: int, 
             codes[exc.code().name] += 1
     client.close()
     queue.put({"codes": dict(codes), "wrong": wrong, "calls": calls})
+
+
+def _killed_client(target: str, ref: Reference, ready) -> None:
+    """A client process that sends one 65,536-shot request; it is killed while that is in flight."""
+    client = DecoderClient([target])
+    events = np.resize(ref.events, (KILLED_REQUEST_SHOTS, ref.events.shape[1]))
+    client.model_info(ref.model)
+    ready.set()
+    client.decode(ref.model, events, timeout=60)
+
+
+def _faults(target: str, replica, ref: Reference, seconds: float, context, faults: dict) -> None:
+    """Until ``seconds`` pass: freeze the replica for :data:`FREEZE_S` and meanwhile kill a client
+    process mid-request on ``target``; then let the replica run as long. Counts into ``faults``."""
+    end = time.monotonic() + seconds
+    freeze = min(FREEZE_S, seconds / 4)
+    try:
+        while time.monotonic() < end:
+            os.kill(replica.pid, signal.SIGSTOP)
+            thaw = time.monotonic() + freeze
+            ready = context.Event()
+            victim = context.Process(target=_killed_client, args=(target, ref, ready))
+            victim.start()
+            if ready.wait(timeout=60):
+                time.sleep(0.3)  # the request is on its way or being decoded
+                faults["clients_killed"] += 1
+            victim.kill()
+            victim.join(timeout=30)
+            time.sleep(max(0.0, thaw - time.monotonic()))
+            os.kill(replica.pid, signal.SIGCONT)
+            faults["replica_freezes"] += 1
+            time.sleep(max(0.0, min(freeze, end - time.monotonic())))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(replica.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def _second_server(target: str):
+    """``nqec serve`` on the port ``target`` already serves on, which must refuse to start;
+    killed on the way out if it runs."""
+    process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", target.rsplit(":", 1)[1]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _refused(process: subprocess.Popen) -> bool:
+    """Whether the second server exited saying the port is in use (it is killed if it runs on)."""
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return False
+    return process.returncode != 0 and "cannot listen" in err
 
 
 def _rss_mb(pid: int) -> float:
@@ -151,26 +226,38 @@ def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> l
 
 
 def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
-    """Run the soak against a fresh loopback server; returns the JSON-ready result and a table."""
+    """Run the soak against two fresh loopback replicas; returns the JSON-ready result and a table.
+
+    ``result["failures"]`` names every check that failed (wrong answers, dead models, a second
+    server that started on a used port); empty when the soak passed."""
     refs = references()
     context = multiprocessing.get_context("spawn")
-    with local_server() as (target, process):
+    faults = {"second_server_refused": False, "replica_freezes": 0, "clients_killed": 0}
+    with local_server() as (target, process), local_server() as (replica_target, replica), \
+            _second_server(target) as second:
         probe = DecoderClient([target])
         for ref in refs:  # warm every model up before measuring memory
             probe.decode(ref.model, ref.events[:SHOTS_PER_MODEL])
         rss_start = _rss_mb(process.pid)
         p99_before = _p99_ms(probe, refs[0], min(2.0, seconds / 4))
         queue = context.Queue()
-        workers = [context.Process(target=_client_loop, args=(target, refs, seconds, seed + i, queue))
+        workers = [context.Process(target=_client_loop, args=([target, replica_target], refs, seconds, seed + i, queue))
                    for i in range(clients)]
         for worker in workers:
             worker.start()
         time.sleep(min(2.0, seconds / 4))  # client processes start up
+        killed_ref = next(r for r in refs if r.model == "transformer-d3")  # ~5 s for 65,536 shots
+        chaos = threading.Thread(target=_faults, args=(target, replica, killed_ref, seconds, context, faults))
+        chaos.start()
         p99_during = _p99_ms(probe, refs[0], max(1.0, seconds / 2))
         tallies = [queue.get(timeout=seconds + 120) for _ in workers]
         for worker in workers:
             worker.join(timeout=30)
+        chaos.join()
+        faults["second_server_refused"] = _refused(second)
         dead = _dead_models(target, probe, refs)
+        with DecoderClient([replica_target]) as replica_probe:
+            dead += [f"replica {name}" for name in _dead_models(replica_target, replica_probe, refs)]
         rss_end = _rss_mb(process.pid)
         probe.close()
     codes: collections.Counter = collections.Counter()
@@ -182,13 +269,20 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
         "dead_models": len(dead), "dead_model_names": dead, "status_codes": dict(codes),
         "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start,
         "matching_d5_p99_before_ms": p99_before, "matching_d5_p99_during_ms": p99_during,
-        "machine": f"{platform.node()} ({platform.machine()})",
+        "machine": f"{platform.node()} ({platform.machine()})", **faults,
     }
-    table = Table(title=f"nqec bench soak: {seconds:g} s, {clients} client processes, server on 127.0.0.1")
+    result["failures"] = [failure for failure, failed in (
+        (f"{result['wrong_answers']} wrong answers", result["wrong_answers"]),
+        (f"dead models: {', '.join(dead)}", dead),
+        ("a second server started on the port in use", not faults["second_server_refused"])) if failed]
+    table = Table(title=f"nqec bench soak: {seconds:g} s, {clients} client processes, two replicas on 127.0.0.1")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for label, value in (("calls", f"{result['calls']:,}"), ("wrong answers", str(result["wrong_answers"])),
                          ("dead models after the load", str(result["dead_models"])),
+                         ("replica freezes / client processes killed mid-request",
+                          f"{faults['replica_freezes']} / {faults['clients_killed']}"),
+                         ("second server on the used port refused", "yes" if faults["second_server_refused"] else "NO"),
                          ("server RSS start -> end (MB)", f"{rss_start:,.0f} -> {rss_end:,.0f}"),
                          ("matching-d5 single-shot p99 before / during (ms)", f"{p99_before:.2f} / {p99_during:.2f}")):
         table.add_row(label, value)
