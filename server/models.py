@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Matching models every server offers besides those of its bundles' specs.
 DEFAULT_MATCHING_SPECS = tuple(CodeSpec(d, d, p) for d in (3, 5, 7, 9) for p in (0.001, 0.003, 0.005))
+# Any-length (windowed) families offered besides those of the bundles' specs: their window graphs
+# are built at start and held (~0.3 GiB at d=9 in correlated mode for every p), so one p only.
+DEFAULT_ANY_LENGTH_SPECS = tuple(CodeSpec(d, d, 0.003) for d in (3, 5, 7, 9))
 
 
 def matching_model_name(spec: CodeSpec, correlated: bool = False) -> str:
@@ -84,16 +87,20 @@ def slice_layouts(spec: CodeSpec, slices: list[int], pb2) -> list:
                             y=y[layout.t_index == t].tolist()) for t in slices]
 
 
-def windowed_model(spec: CodeSpec, correlated: bool) -> ServedModel:
-    """Windowed matching of ``spec``'s family (any number of rounds), default window sizes."""
-    windowed = SlidingWindowDecoder(spec, correlations=correlated)
+def windowed_model(spec: CodeSpec, correlated: bool, graphs_of: SlidingWindowDecoder | None = None) -> ServedModel:
+    """Windowed matching of ``spec``'s family (any number of rounds), default window sizes;
+    ``graphs_of``: the correlated twin whose window graphs an uncorrelated model shares."""
+    windowed = SlidingWindowDecoder(spec, correlations=correlated, graphs_of=graphs_of)
     return ServedModel(family_model_name(spec, correlated), "matching", windowed.name, spec, None,
                        [windowed.first_slice, windowed.bulk_slice, windowed.final_slice], {}, windowed)
 
 
 def load_models(models_dir: str | Path | None = None, shipped: bool = True,
-                matching_specs: tuple[CodeSpec, ...] = DEFAULT_MATCHING_SPECS) -> dict[str, ServedModel]:
-    """Shipped bundles, bundles under ``models_dir`` and matching models, by served name."""
+                matching_specs: tuple[CodeSpec, ...] = DEFAULT_MATCHING_SPECS,
+                any_length_specs: tuple[CodeSpec, ...] = DEFAULT_ANY_LENGTH_SPECS) -> dict[str, ServedModel]:
+    """Shipped bundles, bundles under ``models_dir`` and matching models, by served name: fixed-length
+    matching (both modes) for ``matching_specs`` and every bundle's spec, any-length matching (both
+    modes) for ``any_length_specs`` and every bundle's spec."""
     bundles = [Bundle.load(name) for name in shipped_models()] if shipped else []
     if models_dir is not None:
         bundles += [Bundle.load(path.parent) for path in sorted(Path(models_dir).glob(f"*/{MANIFEST}"))]
@@ -109,7 +116,9 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
             name = matching_model_name(spec, correlated)
             models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, detectors_per_round(spec), {})
-            family = windowed_model(spec, correlated)
+    for spec in {*any_length_specs, *(b.spec for b in bundles)}:
+        correlated_family = windowed_model(spec, True)
+        for family in (windowed_model(spec, False, graphs_of=correlated_family.windowed), correlated_family):
             models[family.name] = family
     log.info("serving %d models", len(models))
     return models

@@ -40,7 +40,7 @@ class SlowDecoder(Decoder):
 
 @pytest.fixture(scope="module")
 def models(transformer_bundle):
-    served = load_models(models_dir=transformer_bundle.path.parent, shipped=False, matching_specs=(SPEC,))
+    served = load_models(models_dir=transformer_bundle.path.parent, shipped=False, matching_specs=(SPEC,), any_length_specs=(SPEC,))
     slow = SlowDecoder(0.3)
     served["slow"] = ServedModel("slow", "matching", "matching", SPEC, slow, served[MODEL].detectors_per_round, {})
     repetition = stim.Circuit.generated("repetition_code:memory", distance=4, rounds=6, before_round_data_depolarization=0.01)

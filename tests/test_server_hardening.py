@@ -45,7 +45,7 @@ class CountingDecoder(Decoder):
 
 @pytest.fixture(scope="module")
 def models():
-    served = load_models(shipped=False, matching_specs=(SPEC,))
+    served = load_models(shipped=False, matching_specs=(SPEC,), any_length_specs=(SPEC,))
     served["crawl"] = ServedModel("crawl", "matching", "matching", SPEC, CountingDecoder(0.05, chunk_shots=100),
                                   served[MODEL].detectors_per_round, {})
     return served
@@ -259,7 +259,8 @@ def test_an_any_length_model_says_not_serving_until_ready_and_is_fast_once_servi
     """A first stream used to stall for seconds (~8 s at d=9) while health said SERVING."""
     spec = CodeSpec(7, 7, 0.003)
     name = family_model_name(spec)
-    running = start_server(ServerConfig(port=0), load_models(shipped=False, matching_specs=(spec,)))
+    running = start_server(ServerConfig(port=0),
+                           load_models(shipped=False, matching_specs=(spec,), any_length_specs=(spec,)))
     channel, stub = _stub(running)
     try:
         assert _health(running, name) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -274,8 +275,9 @@ def test_an_any_length_model_says_not_serving_until_ready_and_is_fast_once_servi
             assert time.monotonic() < deadline
             time.sleep(0.05)
         windowed = running.service.models[name].windowed
-        bits = CodeSpec(7, 3, spec.p).circuit().compile_detector_sampler(seed=1).sample(1)
-        rounds = _rounds(bits, windowed.slice_sizes(3))
+        length = 2 * windowed.span  # first, bulk and a final window: no short-experiment window
+        bits = CodeSpec(7, length, spec.p).circuit().compile_detector_sampler(seed=1).sample(1)
+        rounds = _rounds(bits, windowed.slice_sizes(length))
 
         def round_trip(key: str) -> float:
             requests = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id=key, model=name, events=r,

@@ -46,7 +46,7 @@ class SlowDecoder(Decoder):
 
 @pytest.fixture(scope="module")
 def models():
-    served = load_models(shipped=False, matching_specs=(SPEC,))
+    served = load_models(shipped=False, matching_specs=(SPEC,), any_length_specs=(SPEC,))
     rounds = served[MODEL].detectors_per_round
     served["slow"] = ServedModel("slow", "matching", "matching", SPEC, SlowDecoder(0.3), rounds, {})
     served["fragile"] = ServedModel("fragile", "matching", "matching", SPEC, SlowDecoder(0.0, "fragile"), rounds, {})

@@ -18,7 +18,7 @@ FAMILY = CodeSpec(5, 5, 0.004)
 
 @pytest.fixture(scope="module")
 def client():
-    server = start_server(ServerConfig(port=0), load_models(shipped=False, matching_specs=(FAMILY,)))
+    server = start_server(ServerConfig(port=0), load_models(shipped=False, matching_specs=(FAMILY,), any_length_specs=(FAMILY,)))
     assert server.wait_ready(120)
     client = DecoderClient([f"127.0.0.1:{server.port}"])
     yield client

@@ -133,3 +133,17 @@ def test_bad_slices_get_clear_errors():
         decoder.slice_sizes(0)
     with pytest.raises(NqecError, match="commit >= 1"):
         SlidingWindowDecoder(CodeSpec(3, 3, 0.001), commit=0)
+
+
+def test_an_uncorrelated_twin_on_its_correlated_twins_graphs_decodes_as_on_its_own():
+    spec = CodeSpec(5, 5, 0.004)
+    correlated = SlidingWindowDecoder(spec, correlations=True)
+    twin = SlidingWindowDecoder(spec, graphs_of=correlated)
+    alone = SlidingWindowDecoder(spec)
+    events, _ = CodeSpec(5, 23, 0.004).circuit().compile_detector_sampler(seed=4).sample(2000, separate_observables=True)
+    shared = twin.decode_batch(events, rounds=23)
+    assert np.array_equal(shared, alone.decode_batch(events, rounds=23))
+    assert not np.array_equal(shared, correlated.decode_batch(events, rounds=23))  # the modes differ on these shots
+    assert correlated.prepared and twin._windows == {}  # one set of graphs, held by the correlated twin
+    with pytest.raises(NqecError, match="graphs_of must be a correlated"):
+        SlidingWindowDecoder(spec, graphs_of=alone)

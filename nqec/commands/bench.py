@@ -82,6 +82,16 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_memory(args: argparse.Namespace) -> int:
+    from server.bench_memory import bench_memory
+    from training.report import command_line
+
+    result, table = bench_memory(shots=args.shots, experiments=args.experiments, seed=args.seed)
+    result["command"] = command_line()
+    emit(table, result, args.json)
+    return 0
+
+
 def cmd_bench_stream(args: argparse.Namespace) -> int:
     from server.bench_stream import bench_stream
     from training.report import command_line
@@ -143,6 +153,13 @@ def register(commands) -> None:
     server.add_argument("--seed", type=int, default=0)
     server.add_argument("--json", default=None)
     server.set_defaults(func=cmd_bench_server)
+
+    memory = benches.add_parser("memory", help="server RSS once ready and after one pass over every model")
+    memory.add_argument("--shots", type=positive_int, default=4096, help="shots per fixed-length model")
+    memory.add_argument("--experiments", type=positive_int, default=64, help="streamed experiments per any-length model")
+    memory.add_argument("--seed", type=int, default=0)
+    memory.add_argument("--json", default=None)
+    memory.set_defaults(func=cmd_bench_memory)
 
     stream = benches.add_parser("stream", help="windowed decoding of 10 to 10,000-round experiments")
     stream.add_argument("-d", "--distance", type=int_list, default=[5, 7, 9],
