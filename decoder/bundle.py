@@ -205,7 +205,8 @@ class Bundle:
 
         ``pipeline``: a pre-decoder serves ``predecoder+matching`` (default, hard commits) and
         ``guided-matching`` (its edge posteriors as per-shot matching weights, mixed as the
-        manifest's ``guided`` section says); a transformer serves ``transformer``.
+        manifest's ``guided`` section says), in either memory basis (the other basis than its
+        training's is seen transposed, types exchanged); a transformer serves ``transformer``.
         ``matching`` picks the residual/fallback matching mode (default :attr:`matching_mode`);
         ``runner`` replaces the ONNX network (e.g. the FPGA's fixed-point emulation).
         A transformer is tied to its spec's geometry: for another spec, ``out_of_range="error"``
@@ -222,9 +223,7 @@ class Bundle:
         runner = runner or self.run
         section = self.manifest[self.kind]
         if self.kind == "predecoder":
-            if spec.basis != self.spec.basis:
-                raise NqecError(f"model {self.name!r} was trained for the {self.spec.basis.upper()} basis, "
-                                f"got a {spec.basis.upper()}-basis spec")
+            # the other basis is decoded in the transposed, type-exchanged frame (PreDecoderGeometry)
             directions = tuple(tuple(d) for d in section["directions"])
             if pipeline == "guided-matching":
                 from decoder.guided import GuidedMatchingPipeline
@@ -233,12 +232,14 @@ class Bundle:
                 calibrated_mode = guided.pop("matching", "uncorrelated")
                 mode = matching or calibrated_mode
                 return GuidedMatchingPipeline(spec, runner, directions, window=section["window"],
-                                              correlations=correlations_of(mode), **guided)
+                                              correlations=correlations_of(mode), network_basis=self.spec.basis,
+                                              **guided)
             from decoder.predecoder import PreDecoderPipeline
 
             return PreDecoderPipeline(spec, runner, directions, window=section["window"],
                                       threshold=section["threshold"], require_lit=section["require_lit"],
-                                      isolated_only=section["isolated_only"], correlations=correlations)
+                                      isolated_only=section["isolated_only"], correlations=correlations,
+                                      network_basis=self.spec.basis)
         from decoder.transformer import TransformerPipeline
 
         if out_of_range == "error" and not spec.same_geometry(self.spec):

@@ -140,10 +140,10 @@ class GuidedMatchingPipeline(NetworkPipeline):
     name = "guided-matching"
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
-                 mix: float = 0.5, temperature: float = 1.0, correlations: bool = False):
+                 mix: float = 0.5, temperature: float = 1.0, correlations: bool = False, network_basis: str = "z"):
         if not 0 <= mix <= 1 or temperature <= 0:
             raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
-        super().__init__(spec, runner, directions, window)
+        super().__init__(spec, runner, directions, window, network_basis)
         self.mix = mix
         self.temperature = temperature
         self.prior = prior_logits(spec.dem(), self.geometry.edges)

@@ -87,6 +87,24 @@ class Layout:
             raise NqecError("two detectors share a [type, t, y, x] cell; the circuit's coordinates are ambiguous")
         return layout
 
+    def transposed(self) -> "Layout":
+        """The same detectors with stabilizer types exchanged and y/x transposed: the frame in which an
+        X-basis memory experiment looks like the Z-basis one (Stim's rotated memory circuits: the CNOT
+        schedules, space and hook edges map onto each other; only the patch's corners and the
+        measurement edges' rates, X ancillas have Hadamards, differ). An edge direction
+        ``(type, dt, dy, dx)`` becomes ``(other type, dt, dx, dy)``.
+
+        Example:
+            >>> from decoder import CodeSpec
+            >>> layout = Layout.from_circuit(CodeSpec(3, 3, 0.001, basis="x").circuit())
+            >>> frame = layout.transposed()
+            >>> int(frame.type_index[0]) == 1 - int(layout.type_index[0]), frame.transposed() == layout
+            (True, True)
+        """
+        types, rounds, height, width = self.shape
+        return Layout(shape=(types, rounds, width, height), type_index=1 - self.type_index, t_index=self.t_index,
+                      y_index=self.x_index, x_index=self.y_index, x_coords=self.y_coords, y_coords=self.x_coords)
+
     def to_dense(self, events: np.ndarray, dtype=np.float32) -> np.ndarray:
         """Events (bool or bit-packed) -> dense ``[shots, type, t, y, x]`` array of ``dtype``."""
         bits = as_bool_events(events, self.num_detectors)

@@ -45,11 +45,25 @@ def round_windows(dense: np.ndarray, window: int) -> np.ndarray:
 
 
 class PreDecoderGeometry:
-    """Everything spec-specific the pre-decoder needs: layout, edges and where each edge's logit is."""
+    """Everything spec-specific the pre-decoder needs: layout, edges and where each edge's logit is.
 
-    def __init__(self, spec: CodeSpec, directions: tuple[Direction, ...] | None = None):
+    ``network_basis`` is the memory basis the network was trained on. A spec in the other basis is
+    seen in the transposed, type-exchanged frame (:meth:`Layout.transposed`): the network's inputs
+    and the edges' anchors and directions are all in that frame, so a Z-basis network decodes an
+    X-basis experiment on the experiment's own edges and DEM.
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> z = PreDecoderGeometry(CodeSpec(5, 5, 0.003))
+        >>> x = PreDecoderGeometry(CodeSpec(5, 5, 0.003, basis="x"), z.directions)
+        >>> bool((x.edges.direction >= 0).all())  # every X-basis edge has a direction of the Z-basis network
+        True
+    """
+
+    def __init__(self, spec: CodeSpec, directions: tuple[Direction, ...] | None = None, network_basis: str = "z"):
         self.spec = spec
-        self.layout = Layout.from_circuit(spec.circuit())
+        own = Layout.from_circuit(spec.circuit())
+        self.layout = own if spec.basis == network_basis else own.transposed()
         self.edges = EdgeTable.from_dem(spec.dem(), self.layout, directions)
         self.directions = self.edges.directions
         _, rounds, height, width = self.layout.shape
@@ -89,11 +103,13 @@ class PreDecoderGeometry:
 
 class NetworkPipeline(Decoder):
     """What every pipeline around a pre-decoder network shares: its geometry on ``spec``, the
-    network (``runner``, a ``window`` of rounds per input) and its chunk size."""
+    network (``runner``, a ``window`` of rounds per input, trained on ``network_basis``) and its
+    chunk size."""
 
-    def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int):
+    def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
+                 network_basis: str = "z"):
         self.spec = spec
-        self.geometry = PreDecoderGeometry(spec, directions)
+        self.geometry = PreDecoderGeometry(spec, directions, network_basis)
         self.chunk_shots = self.geometry.chunk_shots
         self.runner = runner
         self.window = window
@@ -125,10 +141,10 @@ class PreDecoderPipeline(NetworkPipeline):
 
     def __init__(self, spec: CodeSpec, runner: Runner, directions: tuple[Direction, ...], window: int,
                  threshold: float = 0.5, require_lit: bool = True, isolated_only: bool = False,
-                 correlations: bool = False):
+                 correlations: bool = False, network_basis: str = "z"):
         if not 0 < threshold < 1:
             raise NqecError(f"pre-decoder threshold must be in (0, 1), got {threshold}")
-        super().__init__(spec, runner, directions, window)
+        super().__init__(spec, runner, directions, window, network_basis)
         self.logit_threshold = probability_logit(threshold)
         self.require_lit = require_lit
         self.isolated_only = isolated_only
