@@ -233,7 +233,7 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
     refs = references()
     context = multiprocessing.get_context("spawn")
     faults = {"second_server_refused": False, "replica_freezes": 0, "clients_killed": 0}
-    with local_server() as (target, process), local_server() as (replica_target, replica), \
+    with local_server(ready=()) as (target, process), local_server(ready=()) as (replica_target, replica), \
             _second_server(target) as second:
         probe = DecoderClient([target])
         for ref in refs:  # warm every model up before measuring memory

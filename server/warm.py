@@ -13,18 +13,19 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 from decoder.spec import CodeSpec
-from decoder.windowed import SlidingWindowDecoder, WindowGraph, WindowKey
+from decoder.windowed import SlidingWindowDecoder
 from server.models import ServedModel
 
 log = logging.getLogger(__name__)
 
 
-def cut_windows(spec: CodeSpec, commit: int, buffer: int) -> dict[WindowKey, WindowGraph]:
-    """The cut DEMs of a window family (runs in the helper process)."""
-    return SlidingWindowDecoder(spec, commit=commit, buffer=buffer).cut_windows()
+def _cut_families(families: list[tuple[CodeSpec, int, int]], results) -> None:
+    """Cut every family's window DEMs in turn and send each as it is done (the helper process)."""
+    for spec, commit, buffer in families:
+        results.send(SlidingWindowDecoder(spec, commit=commit, buffer=buffer).cut_windows())
+    results.close()
 
 
 class WindowWarmer:
@@ -40,7 +41,7 @@ class WindowWarmer:
             self.groups.setdefault((windowed.family, windowed.commit, windowed.buffer), []).append(model)
         self._stop = threading.Event()
         self._done = threading.Event()
-        self._pool: ProcessPoolExecutor | None = None
+        self._process = None
         self._thread = threading.Thread(target=self._run, name="window-warmer", daemon=True)
 
     def start(self) -> "WindowWarmer":
@@ -52,25 +53,35 @@ class WindowWarmer:
         return self._done.wait(timeout)
 
     def close(self) -> None:
-        """Stop warming: the cuts not started are dropped; models not prepared stay NOT_SERVING."""
+        """Stop warming (the helper process is ended); models not prepared stay NOT_SERVING."""
         self._stop.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()
 
     def _run(self) -> None:
         try:
             if not self.groups:
                 return
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            cuts = {key: self._pool.submit(cut_windows, *key) for key in self.groups}
-            for key, models in self.groups.items():
-                graphs = cuts[key].result()
+            context = multiprocessing.get_context("spawn")
+            receiver, sender = context.Pipe(duplex=False)
+            self._process = context.Process(target=_cut_families, args=(list(self.groups), sender),
+                                            name="nqec-window-cutter", daemon=True)
+            self._process.start()
+            sender.close()
+            for models in self.groups.values():
+                while not receiver.poll(0.2):
+                    if self._stop.is_set():
+                        return
+                    if not self._process.is_alive() and not receiver.poll():
+                        raise RuntimeError(f"the window-cutting process ended with code {self._process.exitcode}")
+                graphs = receiver.recv()
                 for model in models:
                     if self._stop.is_set():
                         return
                     model.windowed.prepare(graphs)
                     self.ready(model.name)
-            self._pool.shutdown(wait=False)
+            self._process.join(timeout=5)
         except Exception:  # the helper process died: the models stay NOT_SERVING, and the log says why
             if not self._stop.is_set():
                 log.exception("building the window graphs of the any-length models failed")

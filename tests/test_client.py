@@ -1,6 +1,7 @@
 """DecoderClient against real loopback servers: a frozen replica, a restarted server and refused
 calls (each case failed on the client before its fix), and a short soak with faults."""
 
+import json
 import os
 import signal
 import threading
@@ -12,11 +13,12 @@ import pytest
 
 from decoder import MatchingDecoder
 from decoder.events import unpack_bits
+from nqec.cli import main
 from server.app import ServerConfig, start_server
 from server.bench import local_server
 from server.client import DecoderClient
 from server.models import ServedModel
-from server.soak import Reference, _block_requests, soak
+from server.soak import Reference, _block_requests
 from test_server_reliability import MODEL, SPEC, SlowDecoder, _target, events, models, running  # noqa: F401
 
 
@@ -29,7 +31,7 @@ def test_a_frozen_replica_is_skipped_within_the_deadline(running, events):
     the replica was never marked down; a client not yet connected to it waited 20 s (gRPC's
     connect timeout) on a call without a deadline before failing over."""
     shots, live = events[:50], _target(running)
-    with local_server() as (frozen, process):
+    with local_server(ready=()) as (frozen, process):
         client, fresh = DecoderClient([frozen, live]), DecoderClient([frozen, live])
         try:
             for _ in range(2):  # connected to both replicas
@@ -129,10 +131,13 @@ def test_200_concurrent_streams_over_one_channel_all_get_answers(models, events)
         server.stop(grace=0)
 
 
-def test_short_soak_with_faults():
+def test_short_soak_with_faults(tmp_path):
     """Two replicas, one frozen now and then, client processes killed mid-request, a second
     server on a used port, a guided model in the mix: no wrong answers, no dead models."""
-    result, _ = soak(8, clients=2)
+    out = tmp_path / "soak.json"
+    assert main(["bench", "soak", "--seconds", "8", "--clients", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
     assert result["failures"] == [] and result["second_server_refused"], result
+    assert result["wrong_answers"] == 0 and result["dead_models"] == 0
     assert result["replica_freezes"] >= 1 and result["clients_killed"] >= 1
     assert "predecoder-fpga-guided" in result["models"] and result["status_codes"].get("OK", 0) > 10

@@ -190,8 +190,10 @@ def test_huge_neural_request_stops_at_its_deadline_and_admission_is_bounded(mode
         holder = threading.Thread(target=lambda: client.decode("slow", np.zeros((1 << 16, 15), np.uint8)))
         holder.start()
         time.sleep(0.1)
-        with pytest.raises(grpc.RpcError) as info:
-            client.decode(MODEL, events[:1], timeout=2)
+        with grpc.insecure_channel(_target(server)) as channel, pytest.raises(grpc.RpcError) as info:
+            # a bare stub: DecoderClient would retry the refusal until its deadline
+            pb2_grpc.DecoderStub(channel).Decode(pb2.DecodeRequest(model=MODEL, detection_events=events[:1].tobytes(),
+                                                                   num_shots=1), timeout=2)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-inflight-shots" in info.value.details()
         holder.join()
     finally:
@@ -280,13 +282,3 @@ def test_reflection_v1_and_v1alpha(running):
                                            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
             response = next(iter(method(iter([request]), timeout=5)))
             assert "nqec.v1.Decoder" in {s.name for s in response.list_services_response.service}
-
-
-def test_short_soak_finds_no_wrong_answers_and_no_dead_models(tmp_path):
-    out = tmp_path / "soak.json"
-    assert main(["bench", "soak", "--seconds", "6", "--clients", "2", "--json", str(out)]) == 0
-    import json
-
-    result = json.loads(out.read_text())
-    assert result["wrong_answers"] == 0 and result["dead_models"] == 0 and result["calls"] > 10
-    assert result["status_codes"].get("OK", 0) > 0 and result["rss_end_mb"] > 0

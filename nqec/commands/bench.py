@@ -59,10 +59,10 @@ def cmd_bench_decode(args: argparse.Namespace) -> int:
     result["command"] = command_line()
     name = args.decoder + (f" ({args.model})" if args.model else "")
     table = Table(title=f"nqec bench decode: {name}, shots/s on {args.shots:,} shots per point ({result['machine']})")
-    for column in ("d", "p", "pipeline", "matching", "correlated", "vs matching", "vs correlated"):
+    for column in ("experiment", "pipeline", "matching", "correlated", "vs matching", "vs correlated"):
         table.add_column(column, justify="right")
     for row in result["rows"]:
-        table.add_row(str(row["distance"]), f"{row['p']:g}", f"{row['shots_per_s']:,.0f}",
+        table.add_row(row["experiment"], f"{row['shots_per_s']:,.0f}",
                       f"{row['matching_shots_per_s']:,.0f}", f"{row['correlated_shots_per_s']:,.0f}",
                       f"{row['vs_matching']:.3f}x", f"{row['vs_correlated']:.3f}x")
     emit(table, result, args.json)
@@ -109,7 +109,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     result, table = soak(args.seconds, args.clients, args.seed)
     result["command"] = command_line()
     emit(table, result, args.json)
-    return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 else 1
+    return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 and not result["failures"] else 1
 
 
 def register(commands) -> None:
@@ -134,7 +134,7 @@ def register(commands) -> None:
     decode = benches.add_parser("decode", help="a pipeline's shots/s next to both PyMatching modes")
     decode.add_argument("--decoder", default="guided-matching", help="decoder name (default: guided-matching)")
     decode.add_argument("--model", default="predecoder-fpga", help="a shipped model name or a bundle path")
-    add_experiment_args(decode, sweep=True)
+    add_experiment_args(decode, sweep=True, circuit=True)
     decode.add_argument("--shots", type=positive_int, default=20_000, help="shots decoded per measurement")
     decode.add_argument("--seconds", type=float, default=3.0, help="least time per measurement")
     decode.add_argument("--seed", type=int, default=0)
