@@ -102,20 +102,28 @@ def decode_same_shots(spec: CodeSpec, decoders: Mapping[str, Decoder], shots: in
     while done < shots:
         n = min(SAMPLE_CHUNK, shots - done)
         events, obs_packed = sampler.sample(n, separate_observables=True, bit_packed=True)
-        actual = unpack_bits(obs_packed, circuit.num_observables)
-        first = None
-        for label, decoder in decoders.items():
-            start = time.perf_counter()
-            result = decoder.decode_batch_with_info(events)
-            seconds = time.perf_counter() - start
-            first = result.observables if first is None else first
-            stages = np.bincount(result.stage, minlength=len(Stage))
-            counts = {f"stage_{stage.name.lower()}": float(stages[stage]) for stage in Stage}
-            counts.update({key: float(np.sum(values)) for key, values in result.extra.items()})
-            totals[label] = totals[label] + DecoderStats(
-                label, n, int(np.any(result.observables != actual, axis=1).sum()), seconds,
-                int(np.any(result.observables != first, axis=1).sum()), counts)
+        chunk, _ = decode_and_count(decoders, events, unpack_bits(obs_packed, circuit.num_observables))
+        totals = {label: totals[label] + chunk[label] for label in totals}
         done += n
         if on_progress:
             on_progress(n)
     return totals
+
+
+def decode_and_count(decoders: Mapping[str, Decoder], events: np.ndarray,
+                     actual: np.ndarray) -> tuple[dict[str, DecoderStats], np.ndarray]:
+    """Decode one chunk of shots (bool or bit-packed) with every decoder, against the true observable
+    flips ``actual`` (``bool [shots, num_observables]``): each decoder's record of the chunk, and the
+    first decoder's predictions (disagreements are counted against them)."""
+    records, first = {}, None
+    for label, decoder in decoders.items():
+        start = time.perf_counter()
+        result = decoder.decode_batch_with_info(events)
+        seconds = time.perf_counter() - start
+        first = result.observables if first is None else first
+        stages = np.bincount(result.stage, minlength=len(Stage))
+        counts = {f"stage_{stage.name.lower()}": float(stages[stage]) for stage in Stage}
+        counts.update({key: float(np.sum(values)) for key, values in result.extra.items()})
+        records[label] = DecoderStats(label, len(events), int(np.any(result.observables != actual, axis=1).sum()),
+                                      seconds, int(np.any(result.observables != first, axis=1).sum()), counts)
+    return records, first

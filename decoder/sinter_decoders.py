@@ -19,9 +19,9 @@ import stim
 
 from decoder.errors import NqecError
 from decoder.events import pack_bits
+from decoder.experiment import CircuitSpec, check_same_structure, with_dem
 from decoder.interface import Decoder
-from decoder.matching import MatchingDecoder
-from decoder.registry import build_decoder
+from decoder.registry import build_decoder, build_matching
 from decoder.spec import CodeSpec
 
 
@@ -38,25 +38,29 @@ class CompiledNqecDecoder(sinter.CompiledDecoder):
 class NqecSinterDecoder(sinter.Decoder):
     """Sinter adapter for the nqec decoder ``name``.
 
-    ``matching`` and ``matching-correlated`` need nothing but the task's DEM. Neural decoders also need the task's
-    ``spec`` (and a ``model``), since a network is tied to one experiment's layout.
+    ``matching`` and ``matching-correlated`` decode any task: they need nothing but its DEM. A neural
+    decoder also needs the experiment its network reads (``spec``: a :class:`CodeSpec` or a circuit
+    file's :class:`CircuitSpec`, for the detector coordinates a DEM lacks) and a ``model``; it decodes
+    a task whose DEM has that experiment's detectors (at the same coordinates) and edges, with the
+    task's own probabilities, and refuses any other task naming what differs.
     """
 
-    def __init__(self, name: str = "matching", spec: CodeSpec | None = None, model: str | None = None):
+    def __init__(self, name: str = "matching", spec: CodeSpec | CircuitSpec | None = None, model: str | None = None):
         self.name = name
         self.spec = spec
         self.model = model
 
     def compile_decoder_for_dem(self, *, dem: stim.DetectorErrorModel) -> sinter.CompiledDecoder:
         if self.name in ("matching", "matching-correlated"):
-            return CompiledNqecDecoder(MatchingDecoder(dem, correlations=self.name == "matching-correlated"))
+            return CompiledNqecDecoder(build_matching(self.name, dem))
         if self.spec is None:
-            raise NqecError(f"sinter decoder {self.name!r} needs the task's CodeSpec (spec=...)")
-        decoder = build_decoder(self.name, self.spec, self.model)
-        if decoder.num_detectors != dem.num_detectors:
-            raise NqecError(f"decoder {self.name!r} expects {decoder.num_detectors} detectors, "
-                            f"the task's DEM has {dem.num_detectors}")
-        return CompiledNqecDecoder(decoder)
+            raise NqecError(f"sinter decoder {self.name!r} needs the experiment its network reads "
+                            "(spec=CodeSpec(...) or CircuitSpec.from_file(...))")
+        what, of = "the sinter task's DEM", f"{self.spec.label()}'s"
+        check_same_structure(dem, self.spec.dem(), what, of)
+        if dem.get_detector_coordinates() != self.spec.dem().get_detector_coordinates():
+            raise NqecError(f"{what} places its detectors at other coordinates than {of}")
+        return CompiledNqecDecoder(build_decoder(self.name, with_dem(self.spec, dem), self.model))
 
 
 def sinter_decoders() -> dict[str, sinter.Decoder]:

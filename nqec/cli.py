@@ -7,9 +7,9 @@ import argparse
 import sys
 
 from decoder.errors import NqecError
-from nqec.commands import bench, circuit, client, demo, evaluate, fpga, models, noise, serve, train
+from nqec.commands import bench, circuit, client, decode, demo, evaluate, fpga, models, noise, serve, train
 
-AREAS = (evaluate, demo, train, models, serve, client, fpga, bench, noise, circuit)
+AREAS = (evaluate, decode, demo, train, models, serve, client, fpga, bench, noise, circuit)
 
 
 def build_parser() -> argparse.ArgumentParser:

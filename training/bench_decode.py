@@ -14,9 +14,9 @@ import os
 import platform
 import time
 
+from decoder.experiment import CircuitSpec
 from decoder.interface import Decoder
-from decoder.matching import MatchingDecoder
-from decoder.registry import build_decoder
+from decoder.registry import build_decoder, build_matching
 from decoder.spec import CodeSpec
 
 BASELINES = ("matching", "matching-correlated")
@@ -32,7 +32,7 @@ def shots_per_second(decoder: Decoder, events, seconds: float) -> float:
     return runs * len(events) / (time.perf_counter() - start)
 
 
-def bench_decode(decoder_name: str, model: str | None, specs: list[CodeSpec], shots: int = 20_000,
+def bench_decode(decoder_name: str, model: str | None, specs: list[CodeSpec | CircuitSpec], shots: int = 20_000,
                  seconds: float = 3.0, seed: int = 0) -> dict:
     """Shots/s of ``decoder_name`` (with ``model``) and of both PyMatching modes at each spec.
 
@@ -42,10 +42,10 @@ def bench_decode(decoder_name: str, model: str | None, specs: list[CodeSpec], sh
     for spec in specs:
         events = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, bit_packed=True)
         decoders = {"pipeline": build_decoder(decoder_name, spec, model)}
-        decoders.update({name: MatchingDecoder.from_spec(spec, correlations=name == "matching-correlated")
-                         for name in BASELINES})
+        decoders.update({name: build_matching(name, spec.dem()) for name in BASELINES})
         rates = {name: shots_per_second(decoder, events, seconds) for name, decoder in decoders.items()}
-        rows.append({"distance": spec.distance, "rounds": spec.rounds, "p": spec.p, "shots": shots,
+        rows.append({"experiment": spec.label(), "distance": spec.distance, "rounds": spec.rounds, "p": spec.p,
+                     "shots": shots,
                      "shots_per_s": rates["pipeline"], "matching_shots_per_s": rates["matching"],
                      "correlated_shots_per_s": rates["matching-correlated"],
                      "vs_matching": rates["pipeline"] / rates["matching"],

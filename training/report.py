@@ -22,6 +22,8 @@ def _with_ci(record: dict, prefix: str = "") -> str:
 
 
 def _experiment(spec: dict) -> str:
+    if "label" in spec:  # a circuit file's experiment labels itself
+        return spec["label"]
     return f"d={spec['distance']} r={spec['rounds']} p={spec['p']:g} {spec['basis'].upper()} {spec['noise']}"
 
 

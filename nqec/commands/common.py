@@ -39,28 +39,51 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_experiment_args(parser: argparse.ArgumentParser, sweep: bool) -> None:
-    """``-d -r -p --noise --basis``; with ``sweep``, ``-d`` and ``-p`` take comma lists."""
-    parser.add_argument("-d", "--distance", type=int_list if sweep else int, default=[5] if sweep else 5,
-                        help="code distance, odd >= 3" + (" (comma list for a sweep)" if sweep else ""))
+EXPERIMENT_DEFAULTS = {"distance": 5, "rounds": None, "p": 0.003, "noise": "depolarizing", "basis": "z"}
+EXPERIMENT_FLAGS = {"distance": "-d", "rounds": "-r", "p": "-p", "noise": "--noise", "basis": "--basis"}
+
+
+def add_experiment_args(parser: argparse.ArgumentParser, sweep: bool, circuit: bool = False) -> None:
+    """``-d -r -p --noise --basis``; with ``sweep``, ``-d`` and ``-p`` take comma lists; with ``circuit``,
+    also ``--circuit FILE.stim`` (the user's own circuit is then the whole experiment, and the other
+    flags default to None so that :func:`experiments` can tell they were not given)."""
+    default = {key: None if circuit else [value] if sweep and key in ("distance", "p") else value
+               for key, value in EXPERIMENT_DEFAULTS.items()}
+    plural = " (comma list for a sweep)" if sweep else ""
+    parser.add_argument("-d", "--distance", type=int_list if sweep else int, default=default["distance"],
+                        help=f"code distance, odd >= 3 (default: {EXPERIMENT_DEFAULTS['distance']}){plural}")
     parser.add_argument("-r", "--rounds", type=int, default=None, help="syndrome rounds (default: the distance)")
-    parser.add_argument("-p", type=float_list if sweep else float, default=[0.003] if sweep else 0.003,
-                        help="physical error rate in (0, 0.5)" + (" (comma list for a sweep)" if sweep else ""))
-    parser.add_argument("--noise", choices=["depolarizing", "si1000"], default="depolarizing")
-    parser.add_argument("--basis", choices=["z", "x"], default="z")
+    parser.add_argument("-p", type=float_list if sweep else float, default=default["p"],
+                        help=f"physical error rate in (0, 0.5) (default: {EXPERIMENT_DEFAULTS['p']}){plural}")
+    parser.add_argument("--noise", choices=["depolarizing", "si1000"], default=default["noise"],
+                        help="noise model (default: depolarizing)")
+    parser.add_argument("--basis", choices=["z", "x"], default=default["basis"], help="memory basis (default: z)")
+    if circuit:
+        parser.add_argument("--circuit", default=None, metavar="FILE.stim",
+                            help="your own Stim circuit as the experiment, instead of -d/-r/-p/--noise/--basis")
 
 
 def experiments(args: argparse.Namespace) -> list:
-    """The code specs of the experiment arguments (one per distance and p)."""
+    """The experiments of the experiment arguments: the ``--circuit`` file's, or one code spec per
+    distance and p."""
     from training.evaluate import sweep_specs
 
-    distances = args.distance if isinstance(args.distance, list) else [args.distance]
-    ps = args.p if isinstance(args.p, list) else [args.p]
-    return sweep_specs(distances, ps, args.rounds, args.basis, args.noise)
+    given = {key: getattr(args, key) for key in EXPERIMENT_DEFAULTS if getattr(args, key) is not None}
+    if getattr(args, "circuit", None):
+        from decoder.errors import NqecError
+        from decoder.experiment import CircuitSpec
+
+        if given:
+            raise NqecError(f"--circuit is the whole experiment; drop {', '.join(EXPERIMENT_FLAGS[k] for k in given)}")
+        return [CircuitSpec.from_file(args.circuit)]
+    values = {**EXPERIMENT_DEFAULTS, **given}
+    distances = values["distance"] if isinstance(values["distance"], list) else [values["distance"]]
+    ps = values["p"] if isinstance(values["p"], list) else [values["p"]]
+    return sweep_specs(distances, ps, values["rounds"], values["basis"], values["noise"])
 
 
 def experiment(args: argparse.Namespace):
-    """The code spec of single-experiment arguments."""
+    """The experiment of single-experiment arguments."""
     (spec,) = experiments(args)
     return spec
 

@@ -10,7 +10,7 @@ from nqec.commands.common import add_experiment_args, emit, experiments, positiv
 
 def evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, seed: int, baseline: bool,
                         json_path: str | None, matching: str | None = None,
-                        reference: str | None = None) -> list[dict]:
+                        reference: str | None = None, decoder_dem: str | None = None) -> list[dict]:
     """Evaluate each ``(specs, decoder, model)`` job on ``shots`` shots per spec; print one table."""
     from training.evaluate import evaluate_sweep
     from training.report import command_line, evaluation_table
@@ -20,7 +20,7 @@ def evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, se
     with bar:
         for specs, decoder, model in jobs:
             results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance,
-                                      matching=matching, reference=reference)
+                                      matching=matching, reference=reference, decoder_dem=decoder_dem)
     for record in results:
         record["command"] = command_line()
     emit(evaluation_table(results), results[0] if len(results) == 1 else results, json_path)
@@ -28,10 +28,10 @@ def evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, se
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from decoder.spec import CodeSpec
+    from decoder.experiment import experiment_from_dict
 
     results = evaluate_and_report([(experiments(args), args.decoder, args.model)], args.shots, args.seed,
-                                  not args.no_baseline, args.json, args.matching, args.reference)
+                                  not args.no_baseline, args.json, args.matching, args.reference, args.decoder_dem)
     if args.record:
         from decoder.bundle import resolve_model
         from training.export import metrics_key, record_metrics
@@ -40,7 +40,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise NqecError("--record stores results in a model bundle: give --model")
         bundle_dir = resolve_model(args.model)
         for record in results:
-            record_metrics(bundle_dir, metrics_key(args.model, args.decoder, CodeSpec.from_dict(record["spec"])), record)
+            record_metrics(bundle_dir, metrics_key(args.model, args.decoder, experiment_from_dict(record["spec"])), record)
         print(f"recorded {len(results)} result(s) in {bundle_dir / 'manifest.json'}")
     return 0
 
@@ -79,7 +79,10 @@ def register(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="logical error rate of a decoder vs matching on Stim shots")
     evaluate.add_argument("--decoder", default="matching", help="decoder name (default: matching)")
     evaluate.add_argument("--model", default=None, help="a shipped model name or a bundle path (neural decoders)")
-    add_experiment_args(evaluate, sweep=True)
+    add_experiment_args(evaluate, sweep=True, circuit=True)
+    evaluate.add_argument("--decoder-dem", default=None, metavar="FILE.dem",
+                          help="the decoder under test uses this DEM's probabilities (same structure as the "
+                               "experiment's, e.g. estimated from detection events); the baselines keep the true DEM")
     evaluate.add_argument("--shots", type=positive_int, default=100_000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--matching", choices=["uncorrelated", "correlated"], default=None,
