@@ -88,7 +88,11 @@ def read_shots(path: str | Path, fmt: str, num_bits: int, *, observables: bool =
     count_shots(path, fmt, num_bits)
     if fmt == "ptb64" and chunk_shots % 64:
         raise NqecError(f"ptb64 files are read in multiples of 64 shots, got chunks of {chunk_shots}")
-    with open(path, "rb") as file, tempfile.TemporaryDirectory(prefix="nqec-shots-") as scratch:
+    try:
+        file = open(path, "rb")
+    except OSError as exc:
+        raise NqecError(f"cannot read shot file {path}: {exc.strerror}") from None
+    with file, tempfile.TemporaryDirectory(prefix="nqec-shots-") as scratch:
         parse = _Parser(Path(scratch) / f"chunk.{fmt}", fmt, num_bits, observables, path)
         if fmt == "b8":
             width = packed_width(num_bits)
@@ -171,8 +175,12 @@ class ShotWriter:
         self.shots = 0
 
     def __enter__(self) -> "ShotWriter":
-        self._file = tempfile.NamedTemporaryFile(dir=self.path.parent or ".", prefix=f".{self.path.name}.",
-                                                 suffix=".partial", delete=False)
+        # the file's mode follows the umask, as a plain open() would (tempfile's are private)
+        self._partial = self.path.with_name(f".{self.path.name}.{os.getpid()}-{id(self):x}.partial")
+        try:
+            self._file = open(self._partial, "xb")
+        except OSError as exc:
+            raise NqecError(f"cannot write {self.path}: {exc.strerror}") from None
         self._scratch = tempfile.TemporaryDirectory(prefix="nqec-shots-")
         return self
 
@@ -196,9 +204,9 @@ class ShotWriter:
         self._file.close()
         self._scratch.cleanup()
         if kind is None:
-            os.replace(self._file.name, self.path)
+            os.replace(self._partial, self.path)
         else:
-            os.unlink(self._file.name)
+            os.unlink(self._partial)
 
 
 class _Parser:
