@@ -110,9 +110,8 @@ class CircuitSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "CircuitSpec":
         """The experiment of :meth:`to_dict`; the file must still have the recorded sha256."""
-        spec = cls(data["circuit_file"], data["sha256"])
-        spec.circuit()
-        return spec
+        _check_unchanged(data["circuit_file"], data["sha256"])
+        return cls.from_file(data["circuit_file"])
 
 
 def experiment_from_dict(data: dict) -> CodeSpec | CircuitSpec:
@@ -248,10 +247,14 @@ def _sha256(path: str | Path) -> str:
         raise NqecError(f"cannot read circuit file {path}: {exc.strerror}") from None
 
 
-@functools.lru_cache(maxsize=8)
-def _load_circuit(path: str, sha256: str) -> stim.Circuit:
+def _check_unchanged(path: str, sha256: str) -> None:
     if _sha256(path) != sha256:
         raise NqecError(f"circuit file {path} changed since it was recorded (sha256 {sha256[:12]}...)")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_circuit(path: str, sha256: str) -> stim.Circuit:
+    _check_unchanged(path, sha256)
     try:
         circuit = stim.Circuit.from_file(path)
     except ValueError as exc:
