@@ -31,7 +31,7 @@ SECTION_KEYS = {"predecoder": {"directions", "window", "threshold", "require_lit
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
-PARALLEL_ROWS = 1024  # network inputs with more rows than this are split across the CPU's cores
+PARALLEL_ROWS = 256  # network inputs with more rows than this are split across the CPU's cores
 
 
 @functools.cache
@@ -143,30 +143,21 @@ class Bundle:
         model = onnx.load(str(self.path / self.manifest["onnx"]["file"]), load_external_data=False)
         return model.graph.input[0].type.tensor_type.shape.dim
 
-    def _session(self, threads: int):
+    @functools.cached_property
+    def session(self):
+        """The bundle's onnxruntime session (created on first use): one intra-op thread, so a small
+        batch runs without waking a thread pool (a served single shot: 0.30 vs 0.38 ms), and
+        :meth:`run` calls it on every core at once for large batches (on these small images that
+        beats onnxruntime's own threads: int8 networks ~1.5x at 2 cores)."""
         import onnxruntime
 
         _register_shared_arena()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.add_session_config_entry("session.use_env_allocators", "1")
-        # idle intra-op threads sleep instead of spinning: on a few cores a spinning pool takes the
-        # CPU from matching calls served beside the network (a server's p99 jitter)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return onnxruntime.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
                                             providers=["CPUExecutionProvider"])
-
-    @functools.cached_property
-    def session(self):
-        """The onnxruntime session for small batches (created on first use; onnxruntime's own threads)."""
-        return self._session(threads=0)
-
-    @functools.cached_property
-    def core_session(self):
-        """A one-thread session that :meth:`run` calls on every core at once for large batches: on
-        these small images that beats onnxruntime's intra-op threads (int8 networks ~1.5x at 2 cores)."""
-        return self._session(threads=1)
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """Run the network on float32 inputs (batch first); returns its only output. Batches of more
@@ -176,7 +167,7 @@ class Bundle:
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         if len(inputs) <= PARALLEL_ROWS or _cores() == 1:
             return self.session.run(None, {name: inputs})[0]
-        session = self.core_session
+        session = self.session
         parts = np.array_split(inputs, _cores())
         return np.concatenate(list(_core_pool().map(lambda part: session.run(None, {name: part})[0], parts)))
 

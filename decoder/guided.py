@@ -58,6 +58,8 @@ def prior_logits(dem, edges: EdgeTable) -> np.ndarray:
 
 def _check_finite(weights: np.ndarray, what: str) -> None:
     """NaN and infinities are errors (clipping would pass NaN to the matcher as an arbitrary weight)."""
+    if np.isfinite(weights).all():
+        return
     bad = np.argwhere(~np.isfinite(weights))
     if len(bad):
         where = ", ".join(f"{name} {int(i)}" for name, i in zip(what.split(), bad[0]))
@@ -169,8 +171,11 @@ class GuidedMatchingPipeline(NetworkPipeline):
         observables = self.matcher.decode(bits, -mixed)
         confidence = np.full(len(bits), 0.5, np.float32)
         if self.mix > 0:
-            near = (scipy.sparse.csr_matrix(bits.astype(np.uint8)) @ self.geometry.edges.incidence.T).toarray() > 0
-            certainty = 1 / (1 + np.exp(-np.abs(mixed))) - 0.5  # |sigmoid(x) - 0.5|
+            lit = np.zeros((len(bits), bits.shape[1] + 1), bool)  # the extra column: a boundary edge's -1 end
+            lit[:, :-1] = bits
+            detectors = self.geometry.edges.detectors
+            near = lit[:, detectors[:, 0]] | lit[:, detectors[:, 1]]  # edges touching a detection event
+            certainty = 0.5 * np.tanh(np.abs(mixed) / 2)  # |sigmoid(x) - 0.5|
             confidence = np.where(near, certainty, 0.5).min(axis=1).astype(np.float32)
         return observables, confidence
 

@@ -7,6 +7,8 @@ one logit per (cell, direction) of round ``t`` (``[shots * T, D, H, W]``).
 
 from __future__ import annotations
 
+import functools
+
 import time
 from typing import Callable
 
@@ -116,11 +118,27 @@ class NetworkPipeline(Decoder):
         self.num_detectors = spec.dem().num_detectors
         self.num_observables = spec.dem().num_observables
 
+    @functools.cached_property
+    def _input_index(self) -> np.ndarray:
+        """For each cell of a shot's network inputs ``[T, 2 * window, H, W]``, the detector it shows
+        (-1: none, a zero): the inputs are one gather from the events, what
+        ``round_windows(layout.to_dense(bits))`` computes in several passes."""
+        layout = self.geometry.layout
+        detector_at = np.full(int(np.prod(layout.shape)), -1, dtype=np.int64)
+        detector_at[layout.flat_index] = np.arange(layout.num_detectors)
+        windows = round_windows(detector_at.reshape(1, *layout.shape).astype(np.float32) + 1, self.window)
+        return windows.astype(np.int64).reshape(-1) - 1  # round_windows pads with 0, i.e. -1 here
+
+    def network_inputs(self, bits: np.ndarray) -> np.ndarray:
+        """``float32 [S * T, 2 * window, H, W]``: the network's per-round windows of ``bool [S, N]`` events."""
+        lit = np.zeros((len(bits), bits.shape[1] + 1), dtype=np.float32)  # the last column: cells with no detector
+        lit[:, :-1] = bits
+        _, rounds, height, width = self.geometry.layout.shape
+        return lit[:, self._input_index].reshape(len(bits) * rounds, 2 * self.window, height, width)
+
     def network_logits(self, bits: np.ndarray) -> np.ndarray:
         """``float32 [S, E_predictable]``: the network's logit of every edge it predicts, per shot."""
-        geometry = self.geometry
-        logits = self.runner(round_windows(geometry.layout.to_dense(bits), self.window))
-        return geometry.edge_logits(logits, len(bits))
+        return self.geometry.edge_logits(self.runner(self.network_inputs(bits)), len(bits))
 
 
 class PreDecoderPipeline(NetworkPipeline):

@@ -38,19 +38,28 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(timeout: float = 120.0, extra_args: tuple[str, ...] = (), ready: tuple[str, ...] = ()):
+def local_server(timeout: float = 180.0, extra_args: tuple[str, ...] = (), ready: tuple[str, ...] | None = None):
     """Run ``nqec serve`` in a subprocess on a free loopback port; yields ``(host:port, process)``
-    once the server, and each model named in ``ready`` (any-length models warm up after start), is SERVING."""
+    once the server and each model named in ``ready`` is SERVING (default: every model, so a
+    benchmark never measures the any-length models' warm-up after start)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "nqec", "serve", "--port", str(port), *extra_args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = f"127.0.0.1:{port}"
     try:
-        wait_until_serving(target, timeout, process, ("", *ready))
+        wait_until_serving(target, timeout, process)
+        if ready is None:
+            with contextlib.closing(DecoderClient([target])) as client:
+                ready = tuple(info.name for info in client.list_models() if info.any_length)
+        wait_until_serving(target, timeout, process, ready)
         yield target, process
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # stopped (SIGSTOP) or stuck: never leave it running
+            process.kill()
+            process.wait()
 
 
 def wait_until_serving(target: str, timeout: float, process: subprocess.Popen | None = None,
@@ -105,25 +114,25 @@ def _unary_latency(client: DecoderClient, model: str, events: np.ndarray, second
     return samples
 
 
-def interleaved_traffic(target: str, model: str, seconds: float, seed: int = 1) -> None:
-    """Single-shot calls to ``model`` for ``seconds`` (runs in its own process: the traffic that
-    ``bench server --interleave`` puts beside the measured model)."""
+def interleaved_traffic(target: str, model: str, seconds: float, rate: float, seed: int = 1) -> None:
+    """Single-shot calls to ``model`` at ``rate`` calls/s for ``seconds`` (runs in its own process:
+    the traffic that ``bench server --interleave`` puts beside the measured model)."""
     client = DecoderClient([target])
     info = client.model_info(model)
     spec = CodeSpec(info.distance, info.rounds, info.p, info.basis, info.noise)
     events = spec.circuit().compile_detector_sampler(seed=seed).sample(1000, bit_packed=True)
-    stop, row = time.perf_counter() + seconds, 0
-    while time.perf_counter() < stop:
-        client.decode(model, events[row: row + 1], timeout=5)
-        row = (row + 1) % len(events)
+    start = time.perf_counter()
+    for call in range(int(seconds * rate)):
+        time.sleep(max(0.0, start + call / rate - time.perf_counter()))
+        client.decode(model, events[call % len(events)][None], timeout=5)
     client.close()
 
 
 def _latency_beside(client: DecoderClient, model: str, events: np.ndarray, seconds: float, target: str,
-                    other: str) -> list[float]:
+                    other: str, rate: float) -> list[float]:
     """Single-shot latencies of ``model`` while another process sends single shots to ``other``."""
     process = multiprocessing.get_context("spawn").Process(target=interleaved_traffic,
-                                                           args=(target, other, seconds + 3.0))
+                                                           args=(target, other, seconds + 3.0, rate))
     process.start()
     try:
         time.sleep(2.0)  # the other process is up and calling
@@ -197,10 +206,12 @@ def _streaming(client: DecoderClient, model: str, events: np.ndarray, info, seco
 
 
 def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds: float = 3.0, clients: int = 4,
-                 seed: int = 0, shots: int = 65_536, interleave: str | None = None) -> tuple[dict, Table]:
+                 seed: int = 0, shots: int = 65_536, interleave: str | None = None,
+                 interleave_rate: float = 1000.0) -> tuple[dict, Table]:
     """Measure unary latency, sustained and streaming throughput, and in-process baselines;
     with ``interleave`` (a served model), also ``model``'s single-shot latency while another
-    process sends single shots to that model (how much the two slow each other)."""
+    process sends ``interleave_rate`` single shots per second to that model (how much the two
+    slow each other; a fixed rate, so that the two client processes do not take the cores)."""
     events, _ = spec.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True, bit_packed=True)
     with (contextlib.nullcontext((target, None)) if target else local_server()) as (address, _):
         client = DecoderClient([address])
@@ -210,7 +221,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         client.decode(model, events[:BATCH])  # warm up
         latency = _percentiles_ms(_unary_latency(client, model, events, seconds))
         beside = None if interleave is None else _percentiles_ms(
-            _latency_beside(client, model, events, seconds, address, interleave))
+            _latency_beside(client, model, events, seconds, address, interleave, interleave_rate))
         paired = {batch: _paired_batch_seconds(client, model, decoder, events, batch, seconds)
                   for batch in OVERHEAD_BATCHES}
         sustained, _ = _sustained(client, model, events, seconds, clients)
@@ -221,7 +232,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
         "server": target or "subprocess on 127.0.0.1", "seconds_per_phase": seconds, "clients": clients, "seed": seed,
         "unary_p50_ms": latency["p50"], "unary_p99_ms": latency["p99"], "unary_p999_ms": latency["p999"],
         "inprocess_single_p50_ms": inprocess["single"]["p50"], "inprocess_single_p99_ms": inprocess["single"]["p99"],
-        "interleaved_with": interleave,
+        "interleaved_with": interleave, "interleave_calls_per_s": interleave_rate if interleave else None,
         "unary_interleaved_p50_ms": None if beside is None else beside["p50"],
         "unary_interleaved_p99_ms": None if beside is None else beside["p99"],
         "interleaved_p99_ratio": None if beside is None else beside["p99"] / latency["p99"],
@@ -239,7 +250,7 @@ def bench_server(model: str, spec: CodeSpec, target: str | None = None, seconds:
                   f"{latency['p50']:.3f} / {latency['p99']:.3f} / {latency['p999']:.3f}",
                   f"{inprocess['single']['p50']:.3f} / {inprocess['single']['p99']:.3f}", "")
     if beside is not None:
-        table.add_row(f"  beside {interleave} traffic", f"{beside['p50']:.3f} / {beside['p99']:.3f} / "
+        table.add_row(f"  beside {interleave_rate:g}/s {interleave} calls", f"{beside['p50']:.3f} / {beside['p99']:.3f} / "
                       f"{beside['p999']:.3f}", "", f"p99 {result['interleaved_p99_ratio']:.2f}x")
     for batch, (local, remote) in paired.items():
         table.add_row(f"time per {batch}-shot call (ms)", f"{remote * 1e3:.2f}", f"{local * 1e3:.2f}",

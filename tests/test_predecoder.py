@@ -96,3 +96,15 @@ def test_confidence_is_the_least_sure_applied_edge():
     network = result.stage == Stage.NETWORK
     assert 0 < network.sum() < len(events)
     assert np.allclose(result.confidence[network], 0.3, atol=1e-6) and (result.confidence[~network] == 0.5).all()
+
+
+@pytest.mark.parametrize("spec", [CodeSpec(5, 5, 0.003), CodeSpec(3, 7, 0.003), CodeSpec(5, 5, 0.003, basis="x")])
+def test_network_inputs_are_the_round_windows_of_the_dense_events(spec):
+    """The one-gather input path against the layout's dense tensor cut into round windows."""
+    from decoder.bundle import Bundle
+    from decoder.predecoder import round_windows
+
+    pipeline = Bundle.load("predecoder-fpga").decoder(spec, pipeline="guided-matching")
+    bits = spec.circuit().compile_detector_sampler(seed=2).sample(200)
+    expected = round_windows(pipeline.geometry.layout.to_dense(bits), pipeline.window)
+    assert expected.any() and np.array_equal(pipeline.network_inputs(bits), expected)

@@ -76,7 +76,8 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
 
     spec = experiment(args)
     result, table = bench_server(served_model_name(args.model, spec), spec, target=args.target, seconds=args.seconds,
-                                 clients=args.clients, seed=args.seed, interleave=args.interleave)
+                                 clients=args.clients, seed=args.seed, interleave=args.interleave,
+                                 interleave_rate=args.interleave_rate)
     result["command"] = command_line()
     emit(table, result, args.json)
     return 0
@@ -150,6 +151,8 @@ def register(commands) -> None:
     server.add_argument("--interleave", default=None, metavar="MODEL",
                         help="also measure single-shot latency while another process sends single shots to MODEL "
                              "(a served name, e.g. predecoder-d5-int8-guided)")
+    server.add_argument("--interleave-rate", type=float, default=1000.0, metavar="CALLS_PER_S",
+                        help="single shots per second sent to the --interleave model")
     server.add_argument("--seed", type=int, default=0)
     server.add_argument("--json", default=None)
     server.set_defaults(func=cmd_bench_server)
