@@ -114,6 +114,15 @@ class WeightedMatcher:
         correlations, the edges correlated with its first matching); the others keep the
         weights the graph was built with. Weights are clipped to [0, MAX_WEIGHT]; NaN and
         infinities are errors."""
+        masks = self._run(self._matching.decode_batch, events, weights)
+        return ((masks[:, None] >> np.arange(self.num_observables, dtype=np.uint64)) & 1).astype(bool)
+
+    def decode_edges(self, events: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """As :meth:`decode`, but the matching itself: ``bool [S, E]``, True on the edges it uses
+        (their observable masks XOR to :meth:`decode`'s answer; their detectors, to the events)."""
+        return self._run(self._matching.decode_edges_batch, events, weights).astype(bool)
+
+    def _run(self, method, events: np.ndarray, weights: np.ndarray) -> np.ndarray:
         shape = (len(events), self.edges.num_edges)
         if events.ndim != 2 or events.shape[1] != self.edges.num_detectors or weights.shape != shape:
             raise NqecError(f"expected events [shots, {self.edges.num_detectors}] and weights {list(shape)}, "
@@ -121,10 +130,9 @@ class WeightedMatcher:
         _check_finite(weights, "shot edge")
         clipped = np.clip(weights, 0.0, MAX_WEIGHT).astype(np.float32)
         try:
-            masks = self._matching.decode_batch(np.ascontiguousarray(events, dtype=np.uint8), clipped)
+            return method(np.ascontiguousarray(events, dtype=np.uint8), clipped)
         except ValueError as error:  # the compiled matcher's checks (a shot without a perfect matching)
             raise NqecError(str(error)) from None
-        return ((masks[:, None] >> np.arange(self.num_observables, dtype=np.uint64)) & 1).astype(bool)
 
 
 class GuidedMatchingPipeline(NetworkPipeline):

@@ -170,6 +170,50 @@ class WeightedMatching {
         return result;
     }
 
+    /// Like decode_batch, but the answer is the matching itself: uint8 [S, E], 1 where the final
+    /// matching (after the correlated pass, if any) uses the edge.
+    py::array_t<uint8_t> decode_edges_batch(
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> events,
+        py::array_t<float, py::array::c_style | py::array::forcecast> weights) {
+        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
+            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
+        if (weights.ndim() != 2 || weights.shape(0) != events.shape(0) || (size_t)weights.shape(1) != num_edges_)
+            throw std::invalid_argument("expected weights of shape [" + std::to_string(events.shape(0)) + ", " +
+                                        std::to_string(num_edges_) + "] (one row of edge weights per shot)");
+        size_t shots = events.shape(0);
+        py::array_t<uint8_t> result({shots, num_edges_});
+        auto out = result.mutable_unchecked<2>();
+        auto ev = events.unchecked<2>();
+        auto w = weights.unchecked<2>();
+        {
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(mutex_);
+            std::vector<uint64_t> defects;
+            std::vector<uint32_t> edges;
+            for (size_t s = 0; s < shots; s++) {
+                for (size_t e = 0; e < num_edges_; e++)
+                    out(s, e) = 0;
+                defects.clear();
+                for (size_t d = 0; d < num_detectors_; d++)
+                    if (ev(s, d))
+                        defects.push_back(d);
+                if (defects.empty())
+                    continue;
+                RestoreWeights restore{*this};
+                try {
+                    set_shot_weights(defects, w.data(s, 0));
+                    matched_edges(defects, edges);
+                } catch (const std::invalid_argument& error) {
+                    throw std::invalid_argument("shot " + std::to_string(s) + " (" + std::to_string(defects.size()) +
+                                                " detection events): " + error.what());
+                }
+                for (auto edge : edges)
+                    out(s, edge) = 1;
+            }
+        }
+        return result;
+    }
+
    private:
     static size_t check_edges(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& edges) {
         if (edges.ndim() != 2 || edges.shape(1) != 2)
@@ -300,6 +344,13 @@ class WeightedMatching {
     }
 
     pm::obs_int match_shot(const std::vector<uint64_t>& defects, const float* shot_weights) {
+        set_shot_weights(defects, shot_weights);
+        return matched_observables(defects);
+    }
+
+    /// The shot's weights on the edges touching its detection events, then (with correlations)
+    /// the conditional weights of the edges correlated with its first matching.
+    void set_shot_weights(const std::vector<uint64_t>& defects, const float* shot_weights) {
         for (auto d : defects)
             for (auto edge : incident_[d])
                 set_weight(edge, to_weight_int(shot_weights[edge], [&] { return "weight of edge " + std::to_string(edge); }));
@@ -310,7 +361,6 @@ class WeightedMatching {
                     if (correlation_weights_[k] < slots_[correlation_partners_[k]].get())
                         set_weight(correlation_partners_[k], correlation_weights_[k]);
         }
-        return matched_observables(defects);
     }
 
     size_t num_detectors_;
@@ -344,5 +394,6 @@ PYBIND11_MODULE(_weighted_matching, m) {
              py::arg("correlation_indptr"), py::arg("correlation_indices"), py::arg("correlation_weights"))
         .def_property_readonly("num_detectors", &WeightedMatching::num_detectors)
         .def_property_readonly("num_edges", &WeightedMatching::num_edges)
-        .def("decode_batch", &WeightedMatching::decode_batch, py::arg("events"), py::arg("weights"));
+        .def("decode_batch", &WeightedMatching::decode_batch, py::arg("events"), py::arg("weights"))
+        .def("decode_edges_batch", &WeightedMatching::decode_edges_batch, py::arg("events"), py::arg("weights"));
 }

@@ -4,7 +4,8 @@ import numpy as np
 import pymatching
 import pytest
 
-from decoder import CodeSpec, NqecError, Stage
+from decoder import CodeSpec, Layout, NqecError, Stage
+from decoder.edges import EdgeTable
 from decoder.bundle import Bundle
 from decoder.guided import GuidedMatchingPipeline, WeightedMatcher, conditional_weights, prior_logits
 from decoder.predecoder import PreDecoderGeometry
@@ -187,3 +188,19 @@ def test_guided_matching_decodes_in_chunks_like_one_batch():
     assert np.array_equal(whole.observables, chunked.observables) and np.array_equal(whole.stage, chunked.stage)
     assert np.allclose(whole.confidence, chunked.confidence, atol=1e-6)
     assert (whole.stage == Stage.NETWORK).all() and 0 < whole.confidence.min() < 0.5
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_decode_edges_is_a_matching_that_explains_the_events_and_gives_the_answer(correlated):
+    """The matching as edges (what a sliding window commits): its detectors XOR to the shot's
+    events and its observable masks to decode()'s answer, shot for shot."""
+    spec = CodeSpec(5, 5, 0.006)
+    edges = EdgeTable.from_dem(spec.dem(), Layout.from_circuit(spec.circuit()))
+    prior = prior_logits(spec.dem(), edges)
+    matcher = WeightedMatcher(edges, -prior, conditional_weights(spec.dem(), edges) if correlated else None)
+    events = spec.circuit().compile_detector_sampler(seed=12).sample(3000)
+    weights = np.tile(-prior, (len(events), 1)) + np.random.default_rng(1).normal(0, 0.5, (len(events), edges.num_edges))
+    matched = matcher.decode_edges(events, weights)
+    flips, observables = edges.apply(matched)
+    assert matched.any() and np.array_equal(flips, events)
+    assert np.array_equal(observables, matcher.decode(events, weights))
