@@ -43,17 +43,18 @@ class Shard:
 
 
 class _MixtureStream:
-    """Draws each batch from one of several specs, chosen by a seeded random order."""
+    """Draws each batch from one of several experiments (CodeSpec or CircuitSpec), chosen by a seeded
+    random order."""
 
-    def __init__(self, specs: list[CodeSpec] | CodeSpec, batch_size: int, seed: int, shard: Shard | None = None):
-        self.specs = [specs] if isinstance(specs, CodeSpec) else list(specs)
+    def __init__(self, specs, batch_size: int, seed: int, shard: Shard | None = None):
+        self.specs = [specs] if hasattr(specs, "circuit") else list(specs)  # one experiment, or several
         if not self.specs:
-            raise ValueError("a stream needs at least one code spec")
+            raise ValueError("a stream needs at least one experiment")
         self.batch_size = batch_size
         self.seed = seed
         self.shard = shard
 
-    def _sampler(self, spec: CodeSpec, seed: int):
+    def _sampler(self, spec, seed: int):
         raise NotImplementedError
 
     def _draw(self, sampler) -> tuple[np.ndarray, ...]:
@@ -78,12 +79,11 @@ class CircuitStream(_MixtureStream):
         ((8, 24), (8, 1))
     """
 
-    def __init__(self, specs: list[CodeSpec] | CodeSpec, batch_size: int, seed: int,
-                 shard: Shard | None = None, bit_packed: bool = False):
+    def __init__(self, specs, batch_size: int, seed: int, shard: Shard | None = None, bit_packed: bool = False):
         super().__init__(specs, batch_size, seed, shard)
         self.bit_packed = bit_packed
 
-    def _sampler(self, spec: CodeSpec, seed: int) -> stim.CompiledDetectorSampler:
+    def _sampler(self, spec, seed: int) -> stim.CompiledDetectorSampler:
         return spec.circuit().compile_detector_sampler(seed=seed)
 
     def _draw(self, sampler: stim.CompiledDetectorSampler) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +97,7 @@ class DemStream(_MixtureStream):
     the label source for the pre-decoder.
     """
 
-    def _sampler(self, spec: CodeSpec, seed: int) -> stim.CompiledDemSampler:
+    def _sampler(self, spec, seed: int) -> stim.CompiledDemSampler:
         return spec.dem().compile_sampler(seed=seed)
 
     def _draw(self, sampler: stim.CompiledDemSampler) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,6 +39,16 @@ def build_network(checkpoint: dict) -> tuple[torch.nn.Module, CodeSpec]:
     return model.eval(), spec
 
 
+def manifest_spec(experiment) -> dict:
+    """The bundle's ``spec``: a CodeSpec's own; for a circuit file, the code it holds at the nominal
+    ``p`` of :class:`TrainConfig` (its real noise is the manifest's ``circuit``, its file ``experiment``)."""
+    if isinstance(experiment, CodeSpec):
+        return experiment.to_dict()
+    from training.loop import TrainConfig
+
+    return CodeSpec(experiment.distance, experiment.rounds, TrainConfig.ps[0], experiment.basis).to_dict()
+
+
 def manifest_section(checkpoint: dict) -> dict:
     """The kind-specific part of the manifest: what a pipeline needs besides the network.
 
@@ -100,7 +110,8 @@ def export_bundle(checkpoint_path: str | Path, out: str | Path, name: str | None
         "format_version": FORMAT_VERSION,
         "name": name or out.name,
         "kind": kind,
-        "spec": spec.to_dict(),
+        "spec": manifest_spec(spec),
+        **({} if isinstance(spec, CodeSpec) else {"experiment": spec.to_dict()}),
         "circuit": str(spec.circuit()),
         "layout": Layout.from_circuit(spec.circuit()).to_dict(),
         kind: section,

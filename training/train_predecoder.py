@@ -2,23 +2,29 @@
 
 Labels are the matching-graph edges flipped by the fired DEM mechanisms; the loss is a
 class-weighted binary cross-entropy over every (round, direction, cell) that has an edge.
+The experiment is a code spec (``-d/-r/-p``) or the user's circuit file (``circuit``); a
+fine-tune (``init_from``) starts from a checkpoint or a bundle and keeps its size and directions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from decoder.bundle import MANIFEST, resolve_model
+from decoder.errors import NqecError
+from decoder.experiment import CircuitSpec
 from decoder.nets import PREDECODER_SIZES, PreDecoderCNN
 from decoder.predecoder import PreDecoderGeometry, PreDecoderPipeline, probability_logit, round_windows
 from training.data import DemStream, Shard, sharded_batches
 from training.evaluate import evaluate
-from training.loop import TrainConfig, TrainingTask, pick_size, train
+from training.loop import TrainConfig, TrainingTask, load_checkpoint, pick_size, save_checkpoint, train
 
 CANDIDATE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
@@ -29,6 +35,20 @@ class PreDecoderConfig(TrainConfig):
     pos_weight: float = 1.0
     threshold: float | None = None  # None: calibrate on held-out shots after training
     out: str = "runs/predecoder"
+    circuit: str | None = None  # a Stim circuit file: the experiment, instead of distance/rounds/ps/...
+
+    def specs(self):
+        """The circuit file's experiment if given, else one CodeSpec per training p."""
+        if not self.circuit:
+            return super().specs()
+        spec = CircuitSpec.from_file(self.circuit)
+        if spec.surface_code_problem:
+            raise NqecError(f"{self.circuit}: the pre-decoder trains on rotated surface-code memory circuits; "
+                            f"this one is not: {spec.surface_code_problem}")
+        return [spec]
+
+    def validation_spec(self):
+        return self.specs()[0] if self.circuit else super().validation_spec()
 
 
 def torch_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8192):
@@ -59,9 +79,13 @@ class PreDecoderTask(TrainingTask):
     def __init__(self, config: PreDecoderConfig, device: torch.device):
         self.config = config
         self.device = device
-        self.architecture = pick_size(PREDECODER_SIZES, config.size)
+        # a resumed run or a fine-tune keeps its start's size and edge directions
+        start = Path(config.out) / "checkpoint.pt" if config.resume else Path(config.init_from or "")
+        start = load_checkpoint(start) if start.is_file() else {}
+        self.architecture = start.get("architecture") or pick_size(PREDECODER_SIZES, config.size)
         self.window = self.architecture["window"]
-        self.geometry = PreDecoderGeometry(config.specs()[0])
+        directions = tuple(tuple(d) for d in start["directions"]) if "directions" in start else None
+        self.geometry = PreDecoderGeometry(config.specs()[0], directions)
         self.model = PreDecoderCNN(len(self.geometry.directions), **self.architecture)
         self.mask = torch.from_numpy(self.geometry.logit_mask).to(device)  # [T, D, H, W]
         self.pos_weight = torch.tensor(config.pos_weight, device=device)
@@ -128,6 +152,26 @@ class PreDecoderTask(TrainingTask):
                 "threshold": self.threshold, "isolated_only": self.isolated_only}
 
 
+def bundle_checkpoint(bundle: str, out: str | Path) -> Path:
+    """A pre-decoder bundle (shipped name or folder) as a checkpoint a fine-tune starts from, written
+    to ``out/init-<name>.pt``: its weights, size and directions, and its training record as lineage."""
+    path = resolve_model(bundle)
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("kind") != "predecoder" or not (path / "model.pt").is_file():
+        raise NqecError(f"--init-from {bundle}: expected a checkpoint or a pre-decoder bundle with model.pt "
+                        f"(float weights); {path} is a {manifest.get('kind')} bundle"
+                        f"{'' if (path / 'model.pt').is_file() else ' without model.pt'}")
+    weights = torch.load(path / "model.pt", map_location="cpu", weights_only=False)
+    target = Path(out) / f"init-{manifest['name']}.pt"
+    save_checkpoint(target, {"model": weights["model"], "architecture": weights["architecture"],
+                             "directions": weights["directions"],
+                             "provenance": {"bundle": manifest["name"], **manifest.get("training", {})}})
+    return target
+
+
 def train_predecoder(config: PreDecoderConfig, command: str = "") -> Path | None:
-    """Train (single process or torchrun); returns the checkpoint path on rank 0, else None."""
+    """Train (single process or torchrun); returns the checkpoint path on rank 0, else None.
+    ``config.init_from`` may name a bundle (see :func:`bundle_checkpoint`)."""
+    if config.init_from and not Path(config.init_from).is_file():
+        config = dataclasses.replace(config, init_from=str(bundle_checkpoint(config.init_from, config.out)))
     return train(PreDecoderTask, config, command)

@@ -12,6 +12,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.report import command_line
 
     given = {key: value for key, value in vars(args).items() if key not in ("command", "model_kind", "func")}
+    code_flags = {"distance": "-d", "rounds": "-r", "ps": "-p", "noise": "--noise", "basis": "--basis"}
+    if "circuit" in given and set(given) & set(code_flags):
+        from decoder.errors import NqecError
+
+        raise NqecError(f"--circuit is the whole experiment; drop {', '.join(code_flags[k] for k in code_flags if k in given)}")
     if "ps" in given:
         given["ps"] = tuple(given["ps"])
     if args.model_kind == "predecoder":
@@ -78,7 +83,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from training.report import command_line
 
     parent = Bundle.load(args.model)
-    spec = experiment(args) if args.distance else None
+    spec = experiment(args) if args.distance or args.circuit else None
     bundle = quantize_bundle(parent, args.out, args.shots, args.seed, spec, command_line())
     print(f"wrote bundle {bundle.path}: {parent.name} with 8-bit weights and activations, calibrated on "
           f"{args.shots:,} shots of {(spec or parent.spec).label()}")
@@ -114,12 +119,17 @@ def register(commands) -> None:
         sub.add_argument("--val-shots", type=positive_int)
         sub.add_argument("--out", help="run directory: checkpoint, metrics, bundle")
         sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-        sub.add_argument("--init-from", metavar="CHECKPOINT",
+        sub.add_argument("--init-from", metavar="CHECKPOINT" if kind == "transformer" else "CHECKPOINT|BUNDLE",
                          help="start from this checkpoint's weights with a fresh schedule (fine-tuning); "
-                              "its provenance is kept in the new one")
+                              "its provenance is kept in the new one"
+                              + ("" if kind == "transformer" else "; a pre-decoder bundle (e.g. predecoder-d5) "
+                                 "gives its weights, size and edge directions"))
         sub.add_argument("--workers", type=int,
                          help="DataLoader processes drawing Stim samples (0: in the training process)")
         if kind == "predecoder":
+            sub.add_argument("--circuit", metavar="FILE.stim",
+                             help="your own rotated surface-code memory circuit as the experiment, instead of "
+                                  "-d/-r/-p/--noise/--basis; the bundle's manifest records its path, sha256 and text")
             sub.add_argument("--pos-weight", type=float, help="BCE weight of positive edges")
             sub.add_argument("--threshold", type=float,
                              help="edge probability above which an edge is applied (default: calibrated on validation shots)")
@@ -135,7 +145,7 @@ def register(commands) -> None:
 
     calibrate = commands.add_parser("calibrate", help="calibrate guided matching's mix of network and prior")
     calibrate.add_argument("--model", default="predecoder-d5", help="a pre-decoder bundle (name or path)")
-    add_experiment_args(calibrate, sweep=False)
+    add_experiment_args(calibrate, sweep=False, circuit=True)
     calibrate.add_argument("--shots", type=positive_int, default=40_000, help="held-out shots")
     calibrate.add_argument("--seed", type=int, default=424242)
     calibrate.add_argument("--write", action="store_true", help="store the best mix in the bundle's manifest")
@@ -149,8 +159,8 @@ def register(commands) -> None:
     quantize.add_argument("--out", required=True, help="folder of the new bundle (its name is the folder's)")
     quantize.add_argument("--shots", type=positive_int, default=2000, help="Stim shots that calibrate the ranges")
     quantize.add_argument("--seed", type=int, default=0)
-    add_experiment_args(quantize, sweep=False)  # the calibration spec; without -d, the bundle's own
-    quantize.set_defaults(func=cmd_quantize, distance=None)
+    add_experiment_args(quantize, sweep=False, circuit=True)  # the calibration experiment; default the bundle's
+    quantize.set_defaults(func=cmd_quantize)
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint")
