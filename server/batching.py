@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
+from decoder.errors import NqecError
 from decoder.interface import DecodeResult, Decoder
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,16 @@ class MicroBatcher:
             pending.future.cancel()  # still queued: the worker drops it; being decoded: it is no longer wanted
             raise DeadlineExpired() from None
 
+    def replace_decoder(self, decoder: Decoder) -> None:
+        """Decode with ``decoder`` from the next batch on (a batch under way finishes with the old one).
+
+        It must take the same detection events and give the same observables; NqecError otherwise."""
+        old = self.decoder
+        if (decoder.num_detectors, decoder.num_observables) != (old.num_detectors, old.num_observables):
+            raise NqecError(f"a replacement decoder must take {old.num_detectors} detectors and give "
+                            f"{old.num_observables} observables, got {decoder.num_detectors} and {decoder.num_observables}")
+        self.decoder = decoder
+
     def close(self) -> None:
         """Stop the worker; requests still queued are answered with :class:`BatcherClosed`."""
         with self._lock:
@@ -235,14 +246,15 @@ class MicroBatcher:
              ) -> tuple[DecodeResult, float]:
         """Decode in the decoder's chunks; stop before a chunk once nobody wants the answer."""
         start = time.perf_counter()
-        chunk = min(self.decoder.chunk_shots, MAX_CHUNK_SHOTS)
+        decoder = self.decoder  # one decoder for the whole batch, whatever replace_decoder does meanwhile
+        chunk = min(decoder.chunk_shots, MAX_CHUNK_SHOTS)
         parts = []
         for offset in range(0, max(len(events), 1), chunk):
             if not wanted():
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeadlineExpired()
                 raise CallerGone()
-            parts.append(self.decoder.decode_batch_with_info(events[offset: offset + chunk]))
+            parts.append(decoder.decode_batch_with_info(events[offset: offset + chunk]))
         return DecodeResult.concatenate(parts), time.perf_counter() - start
 
     def _decode(self, items: list[_Pending]) -> None:

@@ -204,6 +204,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         self.batchers = {name: MicroBatcher(m.decoder, config.max_batch, config.max_wait_us / 1e6)
                          for name, m in models.items() if m.decoder is not None}
         self.model_metrics = {name: metrics.for_model(name) for name in models}
+        self.adapters: dict = {}  # model name -> server.adapt.AdaptiveModel (--adapt; start_server fills it)
 
     def close(self) -> None:
         for batcher in self.batchers.values():
@@ -249,6 +250,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
         metrics.shots.inc(len(events))
         if model.kind != "matching":
             metrics.fallbacks.inc(int(np.sum(outcome.result.stage == Stage.MATCHING)))
+        adapter = self.adapters.get(model.name)
+        if adapter is not None:  # --adapt: a queue put; the estimate is made on the adapter's thread
+            adapter.observe(events)
         return outcome
 
     @staticmethod
