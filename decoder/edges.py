@@ -50,10 +50,12 @@ class EdgeTable:
         return len(self.anchor)
 
     @classmethod
-    def from_dem(cls, dem: stim.DetectorErrorModel, layout: Layout,
+    def from_dem(cls, dem: stim.DetectorErrorModel, layout: Layout | None,
                  directions: tuple[Direction, ...] | None = None) -> "EdgeTable":
-        """Build the table; ``directions`` fixes the vocabulary (a model's), else it is derived."""
-        if layout.num_detectors != dem.num_detectors:
+        """Build the table; ``directions`` fixes the vocabulary (a model's), else it is derived.
+        Without a ``layout`` (a DEM whose detectors have no cells) edges keep their detector
+        order and have no direction."""
+        if layout is not None and layout.num_detectors != dem.num_detectors:
             raise NqecError(f"layout has {layout.num_detectors} detectors, DEM has {dem.num_detectors}")
         edge_ids: dict[tuple[int, ...], int] = {}
         edge_obs: list[tuple[int, ...]] = []
@@ -76,23 +78,13 @@ class EdgeTable:
                 cols.append(edge_ids[dets])
             mechanism += 1
 
-        cell = np.stack([layout.t_index, layout.y_index, layout.x_index, layout.type_index], axis=1)
         pairs = np.full((len(edge_obs), 2), -1, dtype=np.int64)
-        keys = []
         for dets, index in edge_ids.items():
-            if len(dets) == 2 and tuple(cell[dets[1]]) < tuple(cell[dets[0]]):
-                dets = (dets[1], dets[0])
             pairs[index, : len(dets)] = dets
-        for a, b in pairs:
-            if b < 0:
-                keys.append((int(layout.type_index[a]), BOUNDARY, 0, 0, 0))
-            else:
-                dt, dy, dx = (int(v) for v in cell[b, :3] - cell[a, :3])
-                keys.append((int(layout.type_index[a]), int(layout.type_index[b]), dt, dy, dx))
-        if directions is None:
-            directions = tuple(sorted(set(keys)))
-        lookup = {key: i for i, key in enumerate(directions)}
-        direction = np.array([lookup.get(key, -1) for key in keys], dtype=np.int64)
+        if layout is None:
+            direction, directions = np.full(len(edge_obs), -1, dtype=np.int64), ()
+        else:
+            direction, directions = _directions(pairs, layout, directions)
         observables = np.zeros((len(edge_obs), dem.num_observables), dtype=bool)
         for index, obs in enumerate(edge_obs):
             observables[index, list(obs)] = True
@@ -157,6 +149,26 @@ class EdgeTable:
         keep = cols >= 0
         return scipy.sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.uint8), (rows[keep], cols[keep])),
                                        shape=(self.num_edges, self.num_detectors))
+
+
+def _directions(pairs: np.ndarray, layout: Layout, directions: tuple[Direction, ...] | None
+                ) -> tuple[np.ndarray, tuple[Direction, ...]]:
+    """Orient each edge from its earlier cell (``pairs`` reordered in place) and index its direction
+    in ``directions`` (-1 if absent; derived from the edges when None)."""
+    cell = np.stack([layout.t_index, layout.y_index, layout.x_index, layout.type_index], axis=1)
+    keys = []
+    for index, (a, b) in enumerate(pairs):
+        if b >= 0 and tuple(cell[b]) < tuple(cell[a]):
+            pairs[index] = a, b = b, a
+        if b < 0:
+            keys.append((int(layout.type_index[a]), BOUNDARY, 0, 0, 0))
+        else:
+            dt, dy, dx = (int(v) for v in cell[b, :3] - cell[a, :3])
+            keys.append((int(layout.type_index[a]), int(layout.type_index[b]), dt, dy, dx))
+    if directions is None:
+        directions = tuple(sorted(set(keys)))
+    lookup = {key: i for i, key in enumerate(directions)}
+    return np.array([lookup.get(key, -1) for key in keys], dtype=np.int64), tuple(directions)
 
 
 def error_components(targets: list[stim.DemTarget]) -> list[list[stim.DemTarget]]:

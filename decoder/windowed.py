@@ -106,6 +106,7 @@ class WindowGraph:
     dem: str  # (zlib-compressed bytes while kept for later: see _packed)
     carried: np.ndarray
     sizes: tuple[int, ...]
+    cells: np.ndarray  # [window detectors, 4]: (slice in the window, stabilizer type, y, x) of each kept detector
 
 
 WindowKey = tuple[bool, int, bool]  # (first, length in slices, final)
@@ -134,6 +135,8 @@ class SlidingWindowDecoder:
     at d=3). A buffer below the distance costs accuracy: at d=5, 40 rounds, p=0.004, buffer 2
     gave 13% more logical errors than whole-experiment matching, buffer 1 80%; buffer 3-5 within 2%.
     """
+
+    lookahead = 0  # slices beyond a window that must have arrived before it is decoded
 
     def __init__(self, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
                  correlations: bool = False, graphs_of: "SlidingWindowDecoder | None" = None):
@@ -201,13 +204,15 @@ class SlidingWindowDecoder:
         start = 0 if first else WARM_UP
         rounds = start + length - 1 if final else start + length + 2
         circuit = self._circuit(rounds)
-        slices = Layout.from_circuit(circuit).t_index
+        layout = Layout.from_circuit(circuit)
+        slices = layout.t_index
         keep = (slices >= start) & (slices < start + length)
         full = circuit.detector_error_model(decompose_errors=True)
         slice_of = slices[keep] - start
         sizes = tuple(int(n) for n in np.bincount(slice_of, minlength=length))
+        cells = np.stack([slice_of, layout.type_index[keep], layout.y_index[keep], layout.x_index[keep]], axis=1)
         if final:
-            return WindowGraph(str(_cut_dem(full, keep, slices < start)), np.zeros(0, dtype=np.int64), sizes)
+            return WindowGraph(str(_cut_dem(full, keep, slices < start)), np.zeros(0, dtype=np.int64), sizes, cells)
         carried = np.flatnonzero(slice_of == self.commit)  # committed edges reach one slice on
         column = {int(d): self.num_observables + j for j, d in enumerate(carried)}
         slice_list = slice_of.tolist()
@@ -221,18 +226,19 @@ class SlidingWindowDecoder:
             return observables + [column[d] for d in in_buffer]
 
         dem = _cut_dem(full, keep, slices < start, committed, self.num_observables + len(carried))
-        return WindowGraph(str(dem), carried, sizes)
+        return WindowGraph(str(dem), carried, sizes, cells)
 
     def window_keys(self) -> list[WindowKey]:
         """The windows an experiment of at least one window's length can need, built by
         :meth:`prepare`: the first and bulk windows, and each final-window length. (A shorter
         experiment is one window, whole: its graph is built on first use, from the cut DEM
         :meth:`prepare` keeps, ~30 ms at d=9.)"""
+        last = self.span + self.lookahead  # slices buffered when a window is decoded
         return [(True, self.span, False), (False, self.span, False),
-                *[(False, length, True) for length in range(self.buffer + 1, self.span + 1)]]
+                *[(False, length, True) for length in range(self.buffer + self.lookahead + 1, last + 1)]]
 
     def _short_keys(self) -> list[WindowKey]:
-        return [(True, length, True) for length in range(2, self.span + 1)]
+        return [(True, length, True) for length in range(2, self.span + self.lookahead + 1)]
 
     def cut_windows(self) -> dict[WindowKey, WindowGraph]:
         """The cut DEM of every window, short experiments' included (the slow, pure-Python part of
@@ -323,7 +329,7 @@ class WindowedExperiments:
         decoder = self.decoder
         size = decoder.first_slice if self.next_slice == 0 else decoder.bulk_slice
         self.slices.append(self._check(events, size).copy())
-        if len(self.slices) < decoder.span:
+        if len(self.slices) < decoder.span + decoder.lookahead:
             return None
         window = decoder._window(self.committed_slices == 0, decoder.span, False)
         return self._decode(window, commit=decoder.commit)
@@ -338,17 +344,24 @@ class WindowedExperiments:
         return self.frame.copy()
 
     def _decode(self, window: _Window, commit: int) -> np.ndarray:
-        """Match the buffered slices, commit the first ``commit`` of them; returns the flips committed."""
-        syndrome = np.concatenate(self.slices, axis=1)
+        """Match the window's slices (the first ones buffered), commit the first ``commit`` of
+        them; returns the flips committed."""
+        span = len(window.sizes)
+        syndrome = np.concatenate(self.slices[:span], axis=1)
         padded = np.zeros((self.experiments, syndrome.shape[1] + 1), dtype=bool)  # + the window's open top
         padded[:, :-1] = syndrome
-        answer = window.decode(padded, self.decoder.correlations)
+        answer = self._match(window, padded)
         observables = self.decoder.num_observables
         flips = answer[:, :observables]
         syndrome[:, window.carried] ^= answer[:, observables:]
         self.frame ^= flips
         done = int(np.sum(window.sizes[:commit]))
         rest = syndrome[:, done:].copy()  # the buffer alone stays: not the whole window behind a view
-        self.slices = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
+        kept = np.split(rest, np.cumsum(window.sizes[commit:-1]), axis=1) if rest.shape[1] else []
+        self.slices = kept + self.slices[span:]
         self.committed_slices += commit
         return flips
+
+    def _match(self, window: _Window, syndromes: np.ndarray) -> np.ndarray:
+        """The window's answer, ``bool [experiments, O + carried]`` (see :class:`_Window`)."""
+        return window.decode(syndromes, self.decoder.correlations)

@@ -1,0 +1,202 @@
+"""Guided matching inside the sliding window: experiments of any length, decoded as rounds arrive,
+with the pre-decoder's edge posteriors as each window's per-shot matching weights.
+
+The windows, their commit rule, carried defects and Pauli frame are :mod:`decoder.windowed`'s;
+only how a window is matched changes. Each window's graph (the same cut DEM PyMatching gets)
+is held by the compiled weighted matcher, and an edge inside the window whose direction the
+network knows takes ``(1 - mix) * prior + (mix / temperature) * network`` as its log-odds (edges
+leaving at the window's open top keep the prior). The network runs once per time slice, for the
+whole block of experiments, on the raw events of the ``window`` slices around it; a window is
+decoded once the slices its last slice's network input needs have arrived (``lookahead``), so
+every slice's network output is what the whole experiment's would be. At mix 0 the weights are
+the prior's and the answers are windowed matching's.
+
+Example:
+    >>> from decoder import CodeSpec
+    >>> from decoder.bundle import Bundle
+    >>> windowed = guided_windows(Bundle.load("predecoder-fpga"), CodeSpec(3, 3, 0.003))
+    >>> events = CodeSpec(3, 20, 0.003).circuit().compile_detector_sampler(seed=1).sample(50)
+    >>> windowed.decode_batch(events, rounds=20).shape
+    (50, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import stim
+
+from decoder.edges import BOUNDARY, Direction, EdgeTable
+from decoder.errors import NqecError
+from decoder.guided import WeightedMatcher, conditional_weights, prior_logits
+from decoder.layout import Layout
+from decoder.spec import CodeSpec
+from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph
+
+
+@dataclasses.dataclass(frozen=True)
+class _GuidedWindow:
+    """A window's weighted matcher and where its edges' network logits are."""
+
+    matcher: WeightedMatcher
+    answers: np.ndarray  # uint8 [E, O + carried]: what committing each edge does (as _Window's observables)
+    prior: np.ndarray  # float32 [E] log-odds
+    predictable: np.ndarray  # [E'] edges with a network logit
+    logit_index: np.ndarray  # [E'] into the window's slices' logits flattened [slices, D, H, W]
+    carried: np.ndarray
+    sizes: tuple[int, ...]
+
+
+class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
+    """:class:`SlidingWindowDecoder` whose windows are matched with the pre-decoder's weights.
+
+    ``runner`` maps network inputs ``float32 [rows, 2 * window, H, W]`` to logits ``[rows, D, H, W]``
+    (a bundle's ``run``); ``directions`` is the network's edge vocabulary, ``network_basis`` the
+    basis it was trained on (the other basis is seen transposed, as in guided matching)."""
+
+    def __init__(self, spec: CodeSpec, runner, directions: tuple[Direction, ...], window: int, *,
+                 mix: float = 0.5, temperature: float = 1.0, correlations: bool = False, network_basis: str = "z",
+                 commit: int | None = None, buffer: int | None = None):
+        if not 0 <= mix <= 1 or temperature <= 0:
+            raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
+        if window < 1 or window % 2 == 0:
+            raise NqecError(f"the network's window must be an odd number of rounds, got {window}")
+        self.lookahead = window // 2
+        super().__init__(spec, commit=commit, buffer=buffer, correlations=correlations)
+        self.name = "windowed-guided-matching"
+        self.runner, self.directions, self.window = runner, tuple(tuple(d) for d in directions), window
+        self.mix, self.temperature = mix, temperature
+        self.transposed = spec.basis != network_basis
+        layout = Layout.from_circuit(self._circuit(3))
+        layout = layout.transposed() if self.transposed else layout
+        _, _, self.height, self.width = layout.shape
+        # each slice kind's detectors as cells (type, y, x) of the network's frame: first, bulk, final
+        self.slice_cells = [np.stack([layout.type_index, layout.y_index, layout.x_index], axis=1)[layout.t_index == t]
+                            for t in (0, 1, 3)]
+
+    def _frame(self, cells: np.ndarray) -> np.ndarray:
+        """Cells ``(slice, type, y, x)`` of the experiment's frame in the network's."""
+        if not self.transposed:
+            return cells
+        return np.stack([cells[:, 0], 1 - cells[:, 1], cells[:, 3], cells[:, 2]], axis=1)
+
+    def _matching_window(self, graph: WindowGraph) -> _GuidedWindow:
+        dem = stim.DetectorErrorModel(graph.dem)
+        edges = EdgeTable.from_dem(dem, None)
+        prior = prior_logits(dem, edges).astype(np.float32)
+        answers = edges.observables.astype(np.uint8)
+        matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
+                                  -prior, conditional_weights(dem, edges) if self.correlations else None)
+        predictable, logit_index = self._logit_places(edges.detectors, self._frame(graph.cells))
+        return _GuidedWindow(matcher, answers, prior, predictable, logit_index, graph.carried, graph.sizes)
+
+    def _logit_places(self, pairs: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window edges the network predicts (not those leaving at the open top) and the index
+        of each one's logit in the window's ``[slices, D, H, W]`` logits."""
+        lookup = {direction: i for i, direction in enumerate(self.directions)}
+        top = len(cells)  # the detector standing for everything after the window
+        predictable, index = [], []
+        plane = self.height * self.width
+        for edge, (a, b) in enumerate(pairs):
+            if top in (a, b):
+                continue
+            if b >= 0 and (cells[b, 0], cells[b, 2], cells[b, 3], cells[b, 1]) < (cells[a, 0], cells[a, 2], cells[a, 3], cells[a, 1]):
+                a, b = b, a
+            t, kind, y, x = (int(v) for v in cells[a])
+            key = (kind, BOUNDARY, 0, 0, 0) if b < 0 else (kind, int(cells[b, 1]), *(int(v) for v in cells[b, [0, 2, 3]] - cells[a, [0, 2, 3]]))
+            if key in lookup:
+                predictable.append(edge)
+                index.append(((t * len(self.directions) + lookup[key]) * plane) + y * self.width + x)
+        return np.array(predictable, dtype=np.int64), np.array(index, dtype=np.int64)
+
+    def open(self, experiments: int = 1) -> "GuidedWindowedExperiments":
+        if not self._prepared:
+            self.prepare()
+        return GuidedWindowedExperiments(self, experiments)
+
+
+class GuidedWindowedExperiments(WindowedExperiments):
+    """Windowed experiments that also keep, per time slice, the raw events the network reads and
+    its logits once computed (both only while a window still needs them)."""
+
+    def __init__(self, decoder: GuidedSlidingWindowDecoder, experiments: int):
+        super().__init__(decoder, experiments)
+        self.dense: dict[int, np.ndarray] = {}  # slice -> float32 [S, 2, H, W] raw events in the network's frame
+        self.logits: dict[int, np.ndarray] = {}  # slice -> float32 [S, D, H, W]
+        self.received = 0  # slices pushed so far (the final one included once finished)
+
+    @property
+    def held_bytes(self) -> int:
+        return super().held_bytes + sum(a.nbytes for a in (*self.dense.values(), *self.logits.values()))
+
+    def _remember(self, events: np.ndarray, kind: int) -> None:
+        decoder = self.decoder
+        cells = decoder.slice_cells[kind]
+        dense = np.zeros((self.experiments, 2, decoder.height, decoder.width), dtype=np.float32)
+        dense[:, cells[:, 0], cells[:, 1], cells[:, 2]] = events
+        self.dense[self.received] = dense
+        self.received += 1
+
+    def push(self, events: np.ndarray) -> np.ndarray | None:
+        kind = 0 if self.next_slice == 0 else 1
+        size = self.decoder.first_slice if kind == 0 else self.decoder.bulk_slice
+        self._remember(self._check(events, size), kind)
+        return super().push(events)
+
+    def finish(self, final_events: np.ndarray) -> np.ndarray:
+        self._remember(self._check(final_events, self.decoder.final_slice), 2)
+        return super().finish(final_events)
+
+    def _slice_logits(self, first: int, count: int) -> np.ndarray:
+        """``float32 [S, count * D * H * W]``: the network's logits of slices ``first .. first + count``,
+        computed for the missing ones in one network call (all experiments, all slices at once)."""
+        decoder = self.decoder
+        half = decoder.window // 2
+        missing = [t for t in range(first, first + count) if t not in self.logits]
+        if missing:
+            zeros = np.zeros_like(next(iter(self.dense.values())))
+            inputs = np.stack([np.concatenate([self.dense.get(u, zeros) for u in range(t - half, t + half + 1)], axis=1)
+                               for t in missing], axis=1)  # [S, missing, 2 * window, H, W]
+            inputs = inputs.reshape(-1, *inputs.shape[2:])
+            out = np.asarray(decoder.runner(inputs), dtype=np.float32).reshape(self.experiments, len(missing), -1)
+            for j, t in enumerate(missing):
+                self.logits[t] = out[:, j]
+        return np.concatenate([self.logits[t] for t in range(first, first + count)], axis=1)
+
+    def _match(self, window: _GuidedWindow, syndromes: np.ndarray) -> np.ndarray:
+        decoder = self.decoder
+        start, span = self.committed_slices, len(window.sizes)
+        mixed = np.tile(window.prior, (self.experiments, 1))
+        if decoder.mix > 0 and len(window.predictable):
+            logits = self._slice_logits(start, span)[:, window.logit_index]
+            mixed[:, window.predictable] = ((1 - decoder.mix) * window.prior[window.predictable]
+                                            + (decoder.mix / decoder.temperature) * logits)
+        matched = window.matcher.decode_edges(syndromes, -mixed)
+        return ((matched.astype(np.uint8) @ window.answers) & 1).astype(bool)
+
+    def _decode(self, window: _GuidedWindow, commit: int) -> np.ndarray:
+        flips = super()._decode(window, commit)
+        start = self.committed_slices  # the next window's first slice: earlier ones are never read again
+        for t in [t for t in self.logits if t < start]:
+            del self.logits[t]
+        for t in [t for t in self.dense if t < start - self.decoder.window // 2]:
+            del self.dense[t]
+        return flips
+
+
+def guided_windows(bundle, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
+                   mix: float | None = None, matching: str | None = None) -> GuidedSlidingWindowDecoder:
+    """The windowed guided decoder of a pre-decoder ``bundle`` for ``spec``'s family, with the
+    bundle's calibrated mix, temperature and matching mode unless given."""
+    from decoder.matching import correlations_of
+
+    if bundle.kind != "predecoder":
+        raise NqecError(f"model {bundle.name!r} is a {bundle.kind} model; windowed guided matching needs a pre-decoder")
+    section = bundle.manifest["predecoder"]
+    guided = section.get("guided", {})
+    mode = matching or guided.get("matching", "uncorrelated")
+    return GuidedSlidingWindowDecoder(spec, bundle.run, tuple(tuple(d) for d in section["directions"]),
+                                      section["window"], mix=guided.get("mix", 0.5) if mix is None else mix,
+                                      temperature=guided.get("temperature", 1.0), correlations=correlations_of(mode),
+                                      network_basis=bundle.spec.basis, commit=commit, buffer=buffer)
