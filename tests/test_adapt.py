@@ -189,3 +189,39 @@ def test_replace_decoder_refuses_a_decoder_of_another_shape():
 def test_adapt_settings_that_cannot_work_are_refused(changes, expected):
     with pytest.raises(NqecError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         ServerConfig(adapt=True, **changes).validate()
+
+
+def test_serve_flags_reach_the_server_config(monkeypatch):
+    import server.app
+    from nqec.cli import main
+
+    configs = []
+    monkeypatch.setattr(server.app, "serve_forever", configs.append)
+    assert main(["serve", "--adapt", "--adapt-shots", "5000", "--adapt-every", "500"]) == 0
+    assert (configs[-1].adapt, configs[-1].adapt_shots, configs[-1].adapt_every) == (True, 5000, 500)
+    assert main(["serve"]) == 0 and not configs[-1].adapt
+
+
+def test_serve_refuses_too_few_adapt_shots_in_one_line():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nqec", "serve", "--adapt", "--adapt-shots", "10"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--adapt-shots must be >= 1000" in proc.stderr
+
+
+def test_bench_drift_is_the_one_drift_bench(tmp_path):
+    import json
+
+    from nqec.cli import main
+
+    out = tmp_path / "drift.json"
+    assert main(["bench", "drift", "-d", "3", "--segments", "2000", "2000", "--drifted", "0", "1", "--window", "1000",
+                 "--half-life", "1000", "--matching", "uncorrelated", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [s["drifted"] for s in result["segments"]] == [False, True] and "command" in result
+    with pytest.raises(SystemExit) as exit_:
+        main(["noise", "drift"])
+    assert exit_.value.code == 2

@@ -1,10 +1,11 @@
-"""``nqec bench``: data streams, inference runtimes, decoding pipelines, the server, streams, soak."""
+"""``nqec bench``: data streams, inference runtimes, decoding pipelines, the server, streams, soak, drift."""
 
 from __future__ import annotations
 
 import argparse
 
 from nqec.commands.common import add_experiment_args, emit, experiment, experiments, int_list, positive_int
+from nqec.commands.noise import add_drift_args
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
@@ -113,6 +114,31 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 and not result["failures"] else 1
 
 
+def cmd_bench_drift(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nqec.commands.noise import drift_of
+    from training.bench_drift import DriftRun, bench_drift
+    from training.report import command_line
+
+    spec = experiment(args)
+    run = DriftRun(tuple(args.segments), tuple(bool(f) for f in args.drifted), args.window, args.half_life,
+                   args.matching == "correlated")
+    result = bench_drift(spec, drift_of(args), run, seed=args.seed)
+    result["command"] = command_line()
+    table = Table(title=f"{spec.label()}: {args.drift} {args.strength:g} appears and fades; "
+                        f"adaptive re-estimates every {args.window:,} shots (half-life {args.half_life:,})")
+    for column in ("segment", "drift", "static", "adaptive", "true DEM", "recovered after"):
+        table.add_column(column, justify="right")
+    for index, segment in enumerate(result["segments"]):
+        rates = [f"{segment['decoders'][n]['ler']:.2e}" for n in ("static", "adaptive", "true")]
+        recovered = segment["recovered_after_shots"]
+        table.add_row(str(index), "on" if segment["drifted"] else "off", *rates,
+                      "-" if index == 0 else f"{recovered:,}" if recovered else "never")
+    emit(table, result, args.json)
+    return 0
+
+
 def register(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -173,6 +199,17 @@ def register(commands) -> None:
     stream.add_argument("--seed", type=int, default=0)
     stream.add_argument("--json", default=None)
     stream.set_defaults(func=cmd_bench_stream)
+
+    drift = benches.add_parser("drift", help="a static and an adaptive decoder while the noise drifts")
+    add_experiment_args(drift, sweep=False)
+    drift.add_argument("--segments", type=positive_int, nargs="+", default=[100_000, 200_000, 200_000],
+                       help="shots per segment")
+    drift.add_argument("--drifted", type=int, nargs="+", default=[0, 1, 0], help="1 where the drift is on")
+    drift.add_argument("--window", type=positive_int, default=10_000, help="re-estimate every this many shots")
+    drift.add_argument("--half-life", type=positive_int, default=20_000, help="forgetting half-life in shots")
+    drift.add_argument("--matching", choices=["uncorrelated", "correlated"], default="correlated")
+    add_drift_args(drift, "hot-spot")
+    drift.set_defaults(func=cmd_bench_drift)
 
     soak = benches.add_parser("soak", help="mixed traffic from several client processes; checks every answer")
     soak.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")

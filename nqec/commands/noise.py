@@ -1,4 +1,5 @@
-"""``nqec noise``: learn the device's error model from its detection events; planted drifts, benches."""
+"""``nqec noise``: learn the device's error model from its detection events; planted drifts
+(``nqec bench drift`` runs a decoder that follows them)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def _experiment(args: argparse.Namespace):
     return experiment(args)
 
 
-def _drift(args: argparse.Namespace):
+def drift_of(args: argparse.Namespace):
     from training.bench_drift import Drift
 
     return Drift(args.drift, args.strength, args.size)
@@ -38,7 +39,7 @@ def cmd_noise_estimate(args: argparse.Namespace) -> int:
         for chunk in read_shots(args.events, args.in_format, dem.num_detectors):
             accumulator.update(chunk)
     elif args.shots:
-        circuit = _drift(args).apply(spec.circuit()) if args.drift else spec.circuit()
+        circuit = drift_of(args).apply(spec.circuit()) if args.drift else spec.circuit()
         accumulator.update(circuit.compile_detector_sampler(seed=args.seed).sample(args.shots, bit_packed=True))
     else:
         raise NqecError("expected detection events: --in FILE, or --shots N to sample the circuit itself")
@@ -68,7 +69,7 @@ def cmd_noise_compare(args: argparse.Namespace) -> int:
     from training.report import command_line
 
     spec = experiment(args)
-    result = compare_dems(spec, _drift(args), train_shots=args.train_shots, test_shots=args.shots, seed=args.seed)
+    result = compare_dems(spec, drift_of(args), train_shots=args.train_shots, test_shots=args.shots, seed=args.seed)
     result["command"] = command_line()
     table = Table(title=f"{spec.label()}, drift {args.drift} {args.strength:g}: errors on {args.shots:,} shots "
                         f"(DEM learned from {args.train_shots:,})")
@@ -83,31 +84,7 @@ def cmd_noise_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_noise_drift(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from training.bench_drift import DriftRun, bench_drift
-    from training.report import command_line
-
-    spec = experiment(args)
-    run = DriftRun(tuple(args.segments), tuple(bool(f) for f in args.drifted), args.window, args.half_life,
-                   args.matching == "correlated")
-    result = bench_drift(spec, _drift(args), run, seed=args.seed)
-    result["command"] = command_line()
-    table = Table(title=f"{spec.label()}: {args.drift} {args.strength:g} appears and fades; "
-                        f"adaptive re-estimates every {args.window:,} shots (half-life {args.half_life:,})")
-    for column in ("segment", "drift", "static", "adaptive", "true DEM", "recovered after"):
-        table.add_column(column, justify="right")
-    for index, segment in enumerate(result["segments"]):
-        rates = [f"{segment['decoders'][n]['ler']:.2e}" for n in ("static", "adaptive", "true")]
-        recovered = segment["recovered_after_shots"]
-        table.add_row(str(index), "on" if segment["drifted"] else "off", *rates,
-                      "-" if index == 0 else f"{recovered:,}" if recovered else "never")
-    emit(table, result, args.json)
-    return 0
-
-
-def _add_drift_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+def add_drift_args(parser: argparse.ArgumentParser, default: str | None) -> None:
     from training.bench_drift import DRIFT_KINDS
 
     parser.add_argument("--drift", choices=DRIFT_KINDS, default=default,
@@ -131,23 +108,12 @@ def register(commands) -> None:
     estimate.add_argument("--out", default="estimated.dem", help="the reweighted DEM (default: estimated.dem)")
     estimate.add_argument("--plot", help="PNG: estimate / nominal over the lattice, per round")
     estimate.add_argument("--top", type=positive_int, default=20, help="edges listed (default: 20)")
-    _add_drift_args(estimate, None)
+    add_drift_args(estimate, None)
     estimate.set_defaults(func=cmd_noise_estimate)
 
     compare = area.add_parser("compare", help="matching from the nominal, estimated and true DEM on drifted shots")
     add_experiment_args(compare, sweep=False)
     compare.add_argument("--train-shots", type=positive_int, default=100_000, help="shots the DEM is learned from")
     compare.add_argument("--shots", type=positive_int, default=100_000, help="test shots (fresh, same for all)")
-    _add_drift_args(compare, "hot-spot")
+    add_drift_args(compare, "hot-spot")
     compare.set_defaults(func=cmd_noise_compare)
-
-    drift = area.add_parser("drift", help="bench: a static and an adaptive decoder while the noise drifts")
-    add_experiment_args(drift, sweep=False)
-    drift.add_argument("--segments", type=positive_int, nargs="+", default=[100_000, 200_000, 200_000],
-                       help="shots per segment")
-    drift.add_argument("--drifted", type=int, nargs="+", default=[0, 1, 0], help="1 where the drift is on")
-    drift.add_argument("--window", type=positive_int, default=10_000, help="re-estimate every this many shots")
-    drift.add_argument("--half-life", type=positive_int, default=20_000, help="forgetting half-life in shots")
-    drift.add_argument("--matching", choices=["uncorrelated", "correlated"], default="correlated")
-    _add_drift_args(drift, "hot-spot")
-    drift.set_defaults(func=cmd_noise_drift)
