@@ -18,6 +18,7 @@ from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
 from server.config import ServerConfig
 from server.metrics import ServerMetrics
+from server.circuits import join_models, load_circuit_models
 from server.models import ServedModel, load_models
 from server.service import DecoderService
 from server.warm import WindowWarmer
@@ -162,7 +163,9 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
 
     Settings that cannot work and ports already in use raise NqecError."""
     config.validate()
-    models = models if models is not None else load_models(config.models_dir)
+    if models is None:
+        circuits = load_circuit_models(config.circuits, config.models_dir)  # --circuit NAME=FILE, read first
+        models = join_models(load_models(config.models_dir), circuits)
     metrics = ServerMetrics()
     interceptors = ([TokenAuth(config.token)] if config.token else []) + [MalformedRequests()]
     options = [("grpc.max_receive_message_length", config.max_message_bytes),

@@ -30,6 +30,7 @@ class ServerConfig:
     tls_key: str | None = None
     token: str | None = None
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    circuits: list[str] = dataclasses.field(default_factory=list)  # "NAME=FILE.stim": models of the user's circuits
 
     def validate(self) -> None:
         """Raise NqecError naming the setting that cannot work."""
@@ -51,5 +52,11 @@ class ServerConfig:
             raise NqecError(f"--max-streams-per-client must be >= 1, got {self.max_streams_per_client}")
         if not self.stream_idle_s > 0:
             raise NqecError(f"--stream-idle-s must be > 0 seconds, got {self.stream_idle_s}")
+        from server.circuits import parse_circuit_option
+
+        for option in self.circuits:
+            name, path = parse_circuit_option(option)
+            if not Path(path).is_file():
+                raise NqecError(f"--circuit {name}={path}: no such circuit file")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise NqecError("TLS needs both --tls-cert and --tls-key")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from decoder.bundle import MANIFEST, PIPELINES, Bundle, shipped_models
+from decoder.errors import NqecError
 from decoder.interface import Decoder
 from decoder.layout import STABILIZER_TYPES, Layout
 from decoder.matching import MatchingDecoder
@@ -69,8 +70,12 @@ class ServedModel:
 
 
 def detectors_per_round(spec: CodeSpec) -> list[int]:
-    """Detectors of each time slice, in order (empty when detectors are not in round order)."""
-    layout = Layout.from_circuit(spec.circuit())
+    """Detectors of each time slice, in order (empty when detectors are not in round order, or the
+    circuit has no (x, y, t) detector layout)."""
+    try:
+        layout = Layout.from_circuit(spec.circuit())
+    except NqecError:
+        return []
     if np.any(np.diff(layout.t_index) < 0):
         return []  # detectors are not in round order: streaming is not offered for this model
     return np.bincount(layout.t_index, minlength=layout.shape[1]).tolist()
@@ -79,6 +84,8 @@ def detectors_per_round(spec: CodeSpec) -> list[int]:
 def slice_layouts(spec: CodeSpec, slices: list[int], pb2) -> list:
     """``SliceLayout`` messages of the given time slices of ``spec``'s circuit: each detector's
     stabilizer type and (x, y) in packing order."""
+    if not slices:
+        return []
     layout = Layout.from_circuit(spec.circuit())
     types = np.array(STABILIZER_TYPES)[layout.type_index]
     x = np.array(layout.x_coords)[layout.x_index]

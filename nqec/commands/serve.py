@@ -49,4 +49,7 @@ def register(commands) -> None:
     serve.add_argument("--token", default=defaults.token, help="require 'authorization: Bearer TOKEN' metadata")
     serve.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
                        help="serve Prometheus /metrics on this port (default: no metrics listener)")
+    serve.add_argument("--circuit", dest="circuits", metavar="NAME=FILE", action="append", default=[],
+                       help="also serve your own Stim circuit (repeatable): NAME-matching, NAME-matching-correlated, "
+                            "and NAME-<bundle>[-guided] for every bundle whose network fits it")
     serve.set_defaults(func=cmd_serve)
