@@ -173,3 +173,58 @@ def test_guided_calibration_rows_match_independent_decodes():
                                     mix=result["mix"], temperature=result["temperature"],
                                     correlations=result["matching"] == "correlated")
     assert np.any(chosen.decode_batch(events) != obs, axis=1).sum() == min(rows.values())
+
+
+@pytest.fixture
+def device_circuit(tmp_path):
+    """A d=3 device-noise circuit file from ``nqec circuit --noise-file example``."""
+    from nqec.cli import main
+
+    path = tmp_path / "device-d3.stim"
+    assert main(["circuit", "-d", "3", "-r", "3", "--noise-file", "example", "--out", str(path)]) == 0
+    return path
+
+
+def test_fine_tuning_on_a_circuit_file_records_it_and_decodes_it(device_circuit, tmp_path, capsys):
+    """``train predecoder --circuit --init-from BUNDLE``: the shipped weights, size and edge directions
+    are the start (one step at lr 1e-12 keeps them), the manifest records the file (path, sha256, text)
+    and the shipped lineage, and the new bundle decodes that circuit."""
+    import hashlib
+
+    from decoder.bundle import Bundle
+    from decoder.experiment import CircuitSpec
+    from nqec.cli import main
+
+    out = tmp_path / "tuned"
+    assert main(["train", "predecoder", "--circuit", str(device_circuit), "--init-from", "predecoder-fpga",
+                 "--steps", "1", "--batch", "8", "--lr", "1e-12", "--val-every", "1", "--val-shots", "100",
+                 "--threshold", "0.9", "--out", str(out)]) == 0
+    bundle, parent = Bundle.load(out), Bundle.load("predecoder-fpga")
+    text = device_circuit.read_text()
+    assert bundle.manifest["experiment"]["circuit_file"] == str(device_circuit)
+    assert bundle.manifest["experiment"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert bundle.manifest["circuit"] == str(CircuitSpec.from_file(device_circuit).circuit())
+    assert bundle.manifest["training"]["parent"]["bundle"] == "predecoder-fpga"
+    assert bundle.manifest["predecoder"]["directions"] == parent.manifest["predecoder"]["directions"]
+    spec = CircuitSpec.from_file(device_circuit)
+    inputs, _ = bundle.stim_inputs(20, 1, spec)
+    assert np.allclose(bundle.run(inputs), parent.run(inputs), atol=1e-4)  # started from the shipped weights
+    events = spec.circuit().compile_detector_sampler(seed=2).sample(50)
+    assert bundle.decoder(spec, pipeline="guided-matching").decode_batch(events).shape == (50, 1)
+
+
+def test_calibrate_and_quantize_take_a_circuit_file(device_circuit, tmp_path, capsys):
+    from decoder.bundle import Bundle
+    from nqec.cli import main
+
+    assert main(["calibrate", "--circuit", str(device_circuit), "--model", "predecoder-fpga", "--shots", "300",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["spec"]["circuit_file"] == str(device_circuit) and len(result["table"]) == 50
+    assert main(["quantize", "--model", "predecoder-fpga", "--circuit", str(device_circuit), "--shots", "20",
+                 "--out", str(tmp_path / "int8")]) == 0
+    calibration = Bundle.load(tmp_path / "int8").manifest["quantization"]["calibration"]
+    assert calibration["spec"]["circuit_file"] == str(device_circuit)
+    capsys.readouterr()
+    assert main(["train", "predecoder", "--circuit", str(device_circuit), "-d", "5"]) == 2
+    assert capsys.readouterr().err.strip() == "nqec train: error: --circuit is the whole experiment; drop -d"
