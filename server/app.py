@@ -20,6 +20,7 @@ from server.config import ServerConfig
 from server.metrics import ServerMetrics
 from server.circuits import join_models, load_circuit_models
 from server.models import ServedModel, load_models
+from server.adapt import start_adapters
 from server.service import DecoderService
 from server.warm import WindowWarmer
 
@@ -153,6 +154,8 @@ class RunningServer:
         self.warmer.close()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        for adapter in self.service.adapters.values():
+            adapter.close()
         self.service.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -174,6 +177,9 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
     service = DecoderService(models, metrics, config)
+    if config.adapt:
+        service.adapters = start_adapters(models, service.batchers, metrics.registry, shots=config.adapt_shots,
+                                          every=config.adapt_every)
     pb2_grpc.add_DecoderServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -30,6 +30,9 @@ class ServerConfig:
     tls_key: str | None = None
     token: str | None = None
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    adapt: bool = False  # matching models re-estimate their edge weights from the shots they decode
+    adapt_shots: int = 100_000  # the estimate stands on about this many recent shots (exponential forgetting)
+    adapt_every: int = 10_000  # re-estimate and swap the decoder after this many new shots
     circuits: list[str] = dataclasses.field(default_factory=list)  # "NAME=FILE.stim": models of the user's circuits
 
     def validate(self) -> None:
@@ -52,6 +55,13 @@ class ServerConfig:
             raise NqecError(f"--max-streams-per-client must be >= 1, got {self.max_streams_per_client}")
         if not self.stream_idle_s > 0:
             raise NqecError(f"--stream-idle-s must be > 0 seconds, got {self.stream_idle_s}")
+        from decoder.noise_estimate import MIN_SHOTS
+
+        if self.adapt_shots < MIN_SHOTS:
+            raise NqecError(f"--adapt-shots must be >= {MIN_SHOTS} (fewer do not pin down edge probabilities), "
+                            f"got {self.adapt_shots}")
+        if not 1 <= self.adapt_every <= self.adapt_shots:
+            raise NqecError(f"--adapt-every must be in 1..--adapt-shots ({self.adapt_shots}), got {self.adapt_every}")
         from server.circuits import parse_circuit_option
 
         for option in self.circuits:

@@ -49,6 +49,13 @@ def register(commands) -> None:
     serve.add_argument("--token", default=defaults.token, help="require 'authorization: Bearer TOKEN' metadata")
     serve.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
                        help="serve Prometheus /metrics on this port (default: no metrics listener)")
+    serve.add_argument("--adapt", action="store_true", default=defaults.adapt,
+                       help="matching models re-estimate their edge weights from the shots they decode and swap "
+                            "them in while serving (GetModelInfo's metrics_json shows the estimate)")
+    serve.add_argument("--adapt-shots", type=int, default=defaults.adapt_shots, metavar="N",
+                       help=f"--adapt: the estimate stands on about N recent shots (default {defaults.adapt_shots:,})")
+    serve.add_argument("--adapt-every", type=int, default=defaults.adapt_every, metavar="K",
+                       help=f"--adapt: re-estimate every K new shots (default {defaults.adapt_every:,})")
     serve.add_argument("--circuit", dest="circuits", metavar="NAME=FILE", action="append", default=[],
                        help="also serve your own Stim circuit (repeatable): NAME-matching, NAME-matching-correlated, "
                             "and NAME-<bundle>[-guided] for every bundle whose network fits it")
