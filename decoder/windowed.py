@@ -233,12 +233,11 @@ class SlidingWindowDecoder:
         :meth:`prepare`: the first and bulk windows, and each final-window length. (A shorter
         experiment is one window, whole: its graph is built on first use, from the cut DEM
         :meth:`prepare` keeps, ~30 ms at d=9.)"""
-        last = self.span + self.lookahead  # slices buffered when a window is decoded
         return [(True, self.span, False), (False, self.span, False),
-                *[(False, length, True) for length in range(self.buffer + self.lookahead + 1, last + 1)]]
+                *[(False, length, True) for length in range(self.buffer + 1, self.span + 1)]]
 
     def _short_keys(self) -> list[WindowKey]:
-        return [(True, length, True) for length in range(2, self.span + self.lookahead + 1)]
+        return [(True, length, True) for length in range(2, self.span + 1)]
 
     def cut_windows(self) -> dict[WindowKey, WindowGraph]:
         """The cut DEM of every window, short experiments' included (the slow, pure-Python part of
@@ -336,9 +335,11 @@ class WindowedExperiments:
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""
-        events = self._check(final_events, self.decoder.final_slice)
-        self.slices.append(events.copy())
-        window = self.decoder._window(self.committed_slices == 0, len(self.slices), True)
+        decoder = self.decoder
+        self.slices.append(self._check(final_events, decoder.final_slice).copy())
+        while len(self.slices) > decoder.span:  # windows a lookahead held back: the same windows as without one
+            self._decode(decoder._window(self.committed_slices == 0, decoder.span, False), commit=decoder.commit)
+        window = decoder._window(self.committed_slices == 0, len(self.slices), True)
         self._decode(window, commit=len(self.slices))
         self.finished = True
         return self.frame.copy()
