@@ -22,6 +22,7 @@ import numpy as np
 
 from decoder.bundle import Bundle
 from decoder.events import as_bool_events
+from decoder.experiment import CircuitSpec
 from decoder.matching import MATCHING_MODES
 from decoder.spec import CodeSpec
 
@@ -29,9 +30,10 @@ MIXES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 TEMPERATURES = (1.0, 1.5, 2.5)
 
 
-def calibrate_guided(bundle: Bundle, spec: CodeSpec, shots: int, seed: int,
+def calibrate_guided(bundle: Bundle, spec: CodeSpec | CircuitSpec, shots: int, seed: int,
                      modes: tuple[str, ...] = MATCHING_MODES) -> dict:
-    """Grid-search the matching mode, ``mix`` and ``temperature`` on ``shots`` held-out shots of ``spec``.
+    """Grid-search the matching mode, ``mix`` and ``temperature`` on ``shots`` held-out shots of ``spec``
+    (a code spec or the user's circuit file).
 
     Returns ``{"matching", "mix", "temperature", "table": [...], "spec", "shots", "seed",
     "matching_errors"}``; ``matching_errors`` is mix 0 uncorrelated: plain matching."""
@@ -56,7 +58,7 @@ def calibrate_guided(bundle: Bundle, spec: CodeSpec, shots: int, seed: int,
 RELIABILITY_EDGES = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-def reliability_curve(bundle: Bundle, spec: CodeSpec, shots: int, seed: int) -> dict:
+def reliability_curve(bundle: Bundle, spec: CodeSpec | CircuitSpec, shots: int, seed: int) -> dict:
     """Are the pre-decoder's edge probabilities calibrated? On DEM samples of ``spec``, edge
     predictions are binned by predicted probability; each bin gives the mean prediction, the
     observed frequency of the edge firing and the count. ``ece``: the count-weighted mean

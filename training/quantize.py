@@ -22,15 +22,16 @@ import numpy as np
 
 from decoder.bundle import MANIFEST, Bundle
 from decoder.errors import NqecError
+from decoder.experiment import CircuitSpec
 from decoder.spec import CodeSpec
 
 CALIBRATION_BATCH = 1024  # network input rows per calibration call
 
 
 def quantize_bundle(bundle: Bundle, out: str | Path, shots: int = 2000, seed: int = 0,
-                    spec: CodeSpec | None = None, command: str | None = None) -> Bundle:
-    """Write an 8-bit copy of ``bundle`` to ``out`` (calibrated on ``shots`` Stim shots of ``spec``,
-    default the bundle's own) and return it loaded. The manifest records the parent, the
+                    spec: CodeSpec | CircuitSpec | None = None, command: str | None = None) -> Bundle:
+    """Write an 8-bit copy of ``bundle`` to ``out`` (calibrated on ``shots`` Stim shots of ``spec``, a
+    code spec or a circuit file, default the bundle's own) and return it loaded. The manifest records the parent, the
     calibration and the command; the parent's measured metrics and float weights are left behind."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
