@@ -4,8 +4,9 @@ After every successful decode the service hands the request's bit-packed detecti
 :meth:`AdaptiveModel.observe`: a put on a queue bounded in shots (when it is full the shots are
 dropped and counted; nothing is computed on the caller's thread). One low-priority thread per model
 adds them to an :class:`EdgeAccumulator` that forgets exponentially (the estimate stands on about
-``shots`` recent shots) and, every ``every`` new shots, estimates the edges, builds a decoder from
-the reweighted DEM and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
+``shots`` recent shots) and, every ``every`` new shots (but resting 9x as long as the last
+re-estimate took in CPU time: at d=9 a fit and rebuild hold the GIL ~0.5 s), estimates the edges, builds a
+decoder from the reweighted DEM and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
 next batch decodes with it, no batch sees two decoders, decoding never waits. The current estimate's
 largest departures from the nominal DEM are published in the model's metrics (``GetModelInfo``'s
 ``metrics_json``, key ``adapt``) and in Prometheus. A failure in the thread is logged and pauses
@@ -20,6 +21,7 @@ import math
 import os
 import queue
 import threading
+import time
 
 import numpy as np
 from prometheus_client import Counter, Gauge
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 TOP_DEPARTURES = 10  # edges listed in GetModelInfo
 MAX_QUEUED_SHOTS = 1 << 17  # shots waiting for the accumulator; more are dropped
 MAX_UPDATE_SHOTS = 1 << 16  # queued shots the thread adds to the sums in one step
+MAX_BUSY_FRACTION = 0.1  # re-estimates and rebuilds take at most this share of the time (CPU / wall)
 
 
 class AdaptMetrics:
@@ -64,7 +67,7 @@ class AdaptiveModel:
         self.nominal = batcher.decoder.dem
         self.accumulator = EdgeAccumulator(self.nominal, half_life=shots * math.log(2))  # about `shots` effective
         self.dem = None
-        self.updates = self.shots_seen = self.shots_dropped = 0
+        self.updates = self.shots_seen = self.shots_dropped = self.shots_since_update = 0
         self.error: str | None = None
         self._top: list = []
         self._base_metrics = model.metrics
@@ -98,11 +101,12 @@ class AdaptiveModel:
         self._thread.join(timeout=5)
 
     def summary(self) -> dict:
-        """Shots seen and dropped, decoder swaps, the effective shots behind the estimate and its
-        largest departures from nominal, ``[detectors, nominal p, estimated p]``, largest first."""
+        """Shots seen and dropped, decoder swaps, shots seen since the last one, the effective shots
+        behind the estimate and its largest departures from nominal, ``[detectors, nominal p,
+        estimated p]``, largest first."""
         summary = {"shots_seen": self.shots_seen, "shots_dropped": self.shots_dropped, "updates": self.updates,
-                   "effective_shots": round(self.accumulator.shots), "every": self.every,
-                   "top_departures": self._top}
+                   "shots_since_update": self.shots_since_update, "effective_shots": round(self.accumulator.shots),
+                   "every": self.every, "top_departures": self._top}
         if self.error is not None:
             summary["paused"] = self.error
         return summary
@@ -111,9 +115,13 @@ class AdaptiveModel:
         """Replace the model's metrics dict (one assignment: readers see the old or the new one)."""
         self.model.metrics = {**self._base_metrics, "adapt": self.summary()}
 
-    def _take(self) -> np.ndarray | None:
-        """Block for queued events, then take what else is queued (up to MAX_UPDATE_SHOTS); None on close."""
-        parts = [self._inbox.get()]
+    def _take(self, timeout: float | None) -> list | None:
+        """Queued events: wait up to ``timeout`` s (None: for ever) for some, then take what else is
+        queued, up to MAX_UPDATE_SHOTS; [] when the wait ran out, None once closed."""
+        try:
+            parts = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
         shots = 0 if parts[0] is None else len(parts[0])
         while parts[-1] is not None and shots < MAX_UPDATE_SHOTS:
             try:
@@ -123,24 +131,31 @@ class AdaptiveModel:
             shots += 0 if parts[-1] is None else len(parts[-1])
         with self._lock:
             self._queued -= shots
-        if parts[-1] is None:
-            return None
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return None if parts[-1] is None else parts
 
     def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a nice value per thread
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        since = 0
+        rest_until = 0.0
         try:
-            while (events := self._take()) is not None:
-                self.accumulator.update(events)
-                self.shots_seen += len(events)
-                since += len(events)
-                if self._metrics is not None:
-                    self._metrics["shots"].inc(len(events))
-                if since >= self.every and self.accumulator.shots >= MIN_SHOTS:
+            while True:
+                due = self.shots_since_update >= self.every and self.accumulator.shots >= MIN_SHOTS
+                parts = self._take(max(0.0, rest_until - time.monotonic()) if due else None)
+                if parts is None:
+                    return
+                if parts:
+                    events = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                    self.accumulator.update(events)
+                    self.shots_seen += len(events)
+                    self.shots_since_update += len(events)
+                    if self._metrics is not None:
+                        self._metrics["shots"].inc(len(events))
+                if self.shots_since_update >= self.every and self.accumulator.shots >= MIN_SHOTS \
+                        and time.monotonic() >= rest_until:
+                    began = time.thread_time()  # CPU time: waiting for the GIL is not work
                     self._swap(self.accumulator.estimate(stderr=False))
-                    since = 0
+                    rest_until = time.monotonic() + (time.thread_time() - began) * (1 / MAX_BUSY_FRACTION - 1)
+                    self.shots_since_update = 0
                 self._publish()
         except Exception as exc:  # never take the model down: it keeps its last decoder
             log.exception("adaptation of %s failed; it is paused, the model keeps serving", self.model.name)
