@@ -43,7 +43,8 @@ class AdaptMetrics:
     """Prometheus metrics of every adapting model of one server (on its registry)."""
 
     def __init__(self, registry) -> None:
-        self.shots = Counter("nqec_adapt_shots", "Decoded shots added to the edge estimate", ["model"], registry=registry)
+        self.shots = Counter("nqec_adapt_shots", "Decoded shots added to the edge estimate", ["model"],
+                             registry=registry)
         self.dropped = Counter("nqec_adapt_dropped_shots", "Decoded shots not added (the estimate's queue was full)",
                                ["model"], registry=registry)
         self.updates = Counter("nqec_adapt_updates", "Decoders rebuilt from a new edge estimate and swapped in",
@@ -56,7 +57,20 @@ class AdaptiveModel:
     """A served matching model's running edge estimate, its thread and its decoder swaps.
 
     ``dem``: the DEM the model decodes with now (None until the first swap); ``summary()``: what
-    ``GetModelInfo`` shows."""
+    ``GetModelInfo`` shows.
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> spec = CodeSpec(3, 3, 0.003)
+        >>> model = ServedModel("m", "matching", "matching", spec, MatchingDecoder.from_spec(spec), [], {})
+        >>> batcher = MicroBatcher(model.decoder)
+        >>> adapter = AdaptiveModel(model, batcher, shots=5000, every=2000)
+        >>> adapter.observe(spec.circuit().compile_detector_sampler(seed=1).sample(2000, bit_packed=True))
+        >>> adapter.close()  # after what was queued
+        >>> adapter.updates, batcher.decoder.dem is adapter.dem, model.metrics["adapt"]["shots_seen"]
+        (1, True, 2000)
+        >>> batcher.close()
+    """
 
     def __init__(self, model: ServedModel, batcher: MicroBatcher, *, shots: int, every: int,
                  metrics: AdaptMetrics | None = None):
@@ -72,6 +86,7 @@ class AdaptiveModel:
         self._top: list = []
         self._base_metrics = model.metrics
         self._queued = 0
+        self._closed = False  # the thread took close()'s marker
         self._lock = threading.Lock()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._metrics = None if metrics is None else {name: getattr(metrics, name).labels(model.name)
@@ -117,21 +132,25 @@ class AdaptiveModel:
 
     def _take(self, timeout: float | None) -> list | None:
         """Queued events: wait up to ``timeout`` s (None: for ever) for some, then take what else is
-        queued, up to MAX_UPDATE_SHOTS; [] when the wait ran out, None once closed."""
+        queued, up to MAX_UPDATE_SHOTS; [] when the wait ran out, None once closed (after the
+        events queued before ``close()``)."""
+        if self._closed:
+            return None
         try:
             parts = [self._inbox.get(timeout=timeout)]
         except queue.Empty:
             return []
-        shots = 0 if parts[0] is None else len(parts[0])
-        while parts[-1] is not None and shots < MAX_UPDATE_SHOTS:
+        while parts[-1] is not None and sum(map(len, parts)) < MAX_UPDATE_SHOTS:
             try:
                 parts.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-            shots += 0 if parts[-1] is None else len(parts[-1])
+        if parts[-1] is None:
+            self._closed = True
+            parts.pop()
         with self._lock:
-            self._queued -= shots
-        return None if parts[-1] is None else parts
+            self._queued -= sum(map(len, parts))
+        return parts
 
     def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a nice value per thread
