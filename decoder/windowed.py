@@ -34,6 +34,7 @@ import stim
 
 from decoder.errors import NqecError
 from decoder.events import as_bool_events
+from decoder.interface import Stage
 from decoder.layout import Layout
 from decoder.spec import CodeSpec
 
@@ -137,6 +138,7 @@ class SlidingWindowDecoder:
     """
 
     lookahead = 0  # slices beyond a window that must have arrived before it is decoded
+    stage = Stage.MATCHING  # what answers (the interface's per-shot stage)
 
     def __init__(self, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
                  correlations: bool = False, graphs_of: "SlidingWindowDecoder | None" = None):
@@ -239,6 +241,11 @@ class SlidingWindowDecoder:
     def _short_keys(self) -> list[WindowKey]:
         return [(True, length, True) for length in range(2, self.span + 1)]
 
+    def cutter(self) -> tuple:
+        """``(function, arguments)``: a picklable recipe whose call returns what :meth:`prepare` takes,
+        the slow part of preparing, to run in another process (decoders with equal recipes share it)."""
+        return _cut_family, (self.family, self.commit, self.buffer)
+
     def cut_windows(self) -> dict[WindowKey, WindowGraph]:
         """The cut DEM of every window, short experiments' included (the slow, pure-Python part of
         :meth:`prepare`; the same for both matching modes), e.g. to compute in another process and
@@ -286,6 +293,10 @@ class SlidingWindowDecoder:
         for lo, hi in zip(bounds[:-2], bounds[1:-1]):
             stream.push(bits[:, lo:hi])
         return stream.finish(bits[:, bounds[-2]:])
+
+
+def _cut_family(spec: CodeSpec, commit: int, buffer: int) -> dict[WindowKey, WindowGraph]:
+    return SlidingWindowDecoder(spec, commit=commit, buffer=buffer).cut_windows()
 
 
 class WindowedExperiments:

@@ -30,9 +30,23 @@ import stim
 from decoder.edges import BOUNDARY, Direction, EdgeTable
 from decoder.errors import NqecError
 from decoder.guided import WeightedMatcher, conditional_weights, prior_logits
+from decoder.interface import Stage
 from decoder.layout import Layout
 from decoder.spec import CodeSpec
 from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph
+
+
+@dataclasses.dataclass(frozen=True)
+class _GuidedParts:
+    """What a guided window is made of, before its matcher (picklable: built in any process)."""
+
+    edges: EdgeTable  # of the window's cut DEM; observables = what committing each edge does
+    prior: np.ndarray  # float32 [E] log-odds, as PyMatching merges the DEM
+    correlations: object  # [E, E] conditional weights (scipy CSR), or None
+    predictable: np.ndarray  # [E'] edges with a network logit
+    logit_index: np.ndarray  # [E'] into the window's slices' logits flattened [slices, D, H, W]
+    carried: np.ndarray
+    sizes: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +55,9 @@ class _GuidedWindow:
 
     matcher: WeightedMatcher
     answers: np.ndarray  # uint8 [E, O + carried]: what committing each edge does (as _Window's observables)
-    prior: np.ndarray  # float32 [E] log-odds
-    predictable: np.ndarray  # [E'] edges with a network logit
-    logit_index: np.ndarray  # [E'] into the window's slices' logits flattened [slices, D, H, W]
+    prior: np.ndarray
+    predictable: np.ndarray
+    logit_index: np.ndarray
     carried: np.ndarray
     sizes: tuple[int, ...]
 
@@ -67,6 +81,7 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         self.name = "windowed-guided-matching"
         self.runner, self.directions, self.window = runner, tuple(tuple(d) for d in directions), window
         self.mix, self.temperature = mix, temperature
+        self.stage = Stage.NETWORK if mix > 0 else Stage.MATCHING
         self.transposed = spec.basis != network_basis
         layout = Layout.from_circuit(self._circuit(3))
         layout = layout.transposed() if self.transposed else layout
@@ -81,15 +96,30 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
             return cells
         return np.stack([cells[:, 0], 1 - cells[:, 1], cells[:, 3], cells[:, 2]], axis=1)
 
-    def _matching_window(self, graph: WindowGraph) -> _GuidedWindow:
+    def _parts(self, graph: WindowGraph) -> _GuidedParts:
         dem = stim.DetectorErrorModel(graph.dem)
         edges = EdgeTable.from_dem(dem, None)
-        prior = prior_logits(dem, edges).astype(np.float32)
-        answers = edges.observables.astype(np.uint8)
-        matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
-                                  -prior, conditional_weights(dem, edges) if self.correlations else None)
         predictable, logit_index = self._logit_places(edges.detectors, self._frame(graph.cells))
-        return _GuidedWindow(matcher, answers, prior, predictable, logit_index, graph.carried, graph.sizes)
+        return _GuidedParts(edges, prior_logits(dem, edges).astype(np.float32),
+                            conditional_weights(dem, edges) if self.correlations else None,
+                            predictable, logit_index, graph.carried, graph.sizes)
+
+    def _matching_window(self, graph: WindowGraph | _GuidedParts) -> _GuidedWindow:
+        parts = graph if isinstance(graph, _GuidedParts) else self._parts(graph)
+        edges = parts.edges
+        matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
+                                  -parts.prior, parts.correlations)
+        return _GuidedWindow(matcher, edges.observables.astype(np.uint8), parts.prior, parts.predictable,
+                             parts.logit_index, parts.carried, parts.sizes)
+
+    def cutter(self) -> tuple:
+        return _cut_guided_family, (self.family, self.directions, self.window, self.correlations,
+                                    self.transposed, self.commit, self.buffer)
+
+    def cut_windows(self) -> dict:
+        """Every window's parts (cut DEM, edge table, prior, correlations, logit places): all of
+        :meth:`prepare` but the matchers. Short experiments' windows are built on first use."""
+        return {key: self._parts(self._cut_window(*key)) for key in self.window_keys()}
 
     def _logit_places(self, pairs: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window edges the network predicts (not those leaving at the open top) and the index
@@ -183,6 +213,14 @@ class GuidedWindowedExperiments(WindowedExperiments):
         for t in [t for t in self.dense if t < start - self.decoder.window // 2]:
             del self.dense[t]
         return flips
+
+
+def _cut_guided_family(spec: CodeSpec, directions, window: int, correlations: bool, transposed: bool,
+                       commit: int, buffer: int) -> dict:
+    basis = {"z": "x", "x": "z"}[spec.basis] if transposed else spec.basis
+    decoder = GuidedSlidingWindowDecoder(spec, None, directions, window, correlations=correlations,
+                                         network_basis=basis, commit=commit, buffer=buffer)
+    return decoder.cut_windows()
 
 
 def guided_windows(bundle, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,

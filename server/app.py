@@ -133,8 +133,10 @@ class RunningServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until every any-length model's window graphs are built; True if they are."""
-        return self.warmer.wait(timeout)
+        """Wait until every any-length model's window graphs are built; True if they are (False
+        after ``timeout`` or when building failed: the log says why)."""
+        self.warmer.wait(timeout)
+        return all(m.windowed.prepared for m in self.service.models.values() if m.windowed is not None)
 
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL_S):

@@ -1,7 +1,8 @@
 """The models a server offers: neural bundles and, per supported spec, matching in both modes.
 
 A pre-decoder bundle is served twice: by its name (``predecoder+matching``, hard commits) and
-as ``{name}-guided`` (``guided-matching``)."""
+as ``{name}-guided`` (``guided-matching``); for experiments of any length (DecodeStream), as
+``{name}-guided-d{d}-p{p}-{basis}-{noise}`` (windowed guided matching) for every any-length family."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from decoder.layout import STABILIZER_TYPES, Layout
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 from decoder.windowed import SlidingWindowDecoder
+from decoder.windowed_guided import guided_windows
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ def family_model_name(spec: CodeSpec, correlated: bool = False) -> str:
     ``matching-d5-p0.003-z-depolarizing`` (``spec.rounds`` is not part of it)."""
     mode = "matching-correlated" if correlated else "matching"
     return f"{mode}-d{spec.distance}-p{spec.p:g}-{spec.basis}-{spec.noise}"
+
+
+def guided_family_model_name(bundle: str, spec: CodeSpec) -> str:
+    """Served name of a pre-decoder bundle's windowed guided matching for experiments of any length,
+    e.g. ``predecoder-d5-int8-guided-d5-p0.003-z-depolarizing``."""
+    return f"{bundle}-guided-d{spec.distance}-p{spec.p:g}-{spec.basis}-{spec.noise}"
 
 
 @dataclasses.dataclass
@@ -123,10 +131,19 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
             name = matching_model_name(spec, correlated)
             models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, detectors_per_round(spec), {})
-    for spec in {*any_length_specs, *(b.spec for b in bundles)}:
+    any_length = {*any_length_specs, *(b.spec for b in bundles)}
+    for spec in any_length:
         correlated_family = windowed_model(spec, True)
         for family in (windowed_model(spec, False, graphs_of=correlated_family.windowed), correlated_family):
             models[family.name] = family
+    for bundle in bundles:
+        if bundle.kind == "predecoder":
+            for spec in any_length:
+                windowed = guided_windows(bundle, spec)
+                name = guided_family_model_name(bundle.name, spec)
+                models[name] = ServedModel(name, bundle.kind, windowed.name, spec, None,
+                                           [windowed.first_slice, windowed.bulk_slice, windowed.final_slice],
+                                           bundle.manifest.get("metrics", {}), windowed)
     log.info("serving %d models", len(models))
     return models
 

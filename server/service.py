@@ -394,8 +394,12 @@ class DecoderService(pb2_grpc.DecoderServicer):
         fields = dict(observable_flips=packed[0].tobytes() if what == "experiment" else packed.tobytes(),
                       partial=update.partial is not None, rounds_committed=update.rounds_committed,
                       decode_seconds=time.perf_counter() - start)
-        if what == "block" and update.final is not None:
-            fields["stages"] = np.full(len(flips), Stage.MATCHING, np.uint8).tobytes()
+        if update.final is not None:  # an any-length model's answer: its windowed decoder's stage
+            stage = state.model.windowed.stage
+            if what == "block":
+                fields["stages"] = np.full(len(flips), stage, np.uint8).tobytes()
+            else:
+                fields["stage"] = int(stage)
         return [message(**ident, **fields)]
 
     def _open_entry(self, ledger: _StreamLedger, what: str, key: str, model_name: str, experiments: int,

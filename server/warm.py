@@ -1,10 +1,12 @@
 """Window graphs of any-length models, built in the background while the server already serves.
 
-Cutting a window's DEM is pure Python (seconds per model at d=9); done in the server's process it
-would hold the GIL against every call. A spawned helper process cuts them, the server's process
-only builds the matching graphs from the cut DEMs, and a model's health turns SERVING when its
-graphs are ready; until then a stream to it is refused at once, naming why. Models of the same
-family and window sizes (the matching and correlated-matching twins) share one cut.
+Cutting a window's DEM (and, for guided windows, its edge table and weights) is pure Python
+(seconds per model at d=9); done in the server's process it would hold the GIL against every
+call. A spawned helper process runs each decoder's cutting recipe (``SlidingWindowDecoder.cutter``),
+the server's process only builds the matchers from the result, and a model's health turns SERVING
+when its graphs are ready; until then a stream to it is refused at once, naming why. Decoders with
+equal recipes (the matching and correlated-matching twins; bundles sharing a network geometry) share
+one cut.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 
-from decoder.spec import CodeSpec
-from decoder.windowed import SlidingWindowDecoder
 from server.models import ServedModel
 
 log = logging.getLogger(__name__)
 
 
-def _cut_families(families: list[tuple[CodeSpec, int, int]], results) -> None:
-    """Cut every family's window DEMs in turn and send each as it is done (the helper process)."""
-    for spec, commit, buffer in families:
-        results.send(SlidingWindowDecoder(spec, commit=commit, buffer=buffer).cut_windows())
+def _cut_families(recipes: list[tuple], results) -> None:
+    """Run each decoder's cutting recipe in turn and send its result as it is done (the helper process)."""
+    for function, arguments in recipes:
+        results.send(function(*arguments))
     results.close()
 
 
@@ -37,8 +37,7 @@ class WindowWarmer:
         self.groups: dict[tuple, list[ServedModel]] = {}
         for model in sorted((m for m in models.values() if m.windowed is not None),
                             key=lambda m: (m.spec.distance, m.name)):
-            windowed = model.windowed
-            self.groups.setdefault((windowed.family, windowed.commit, windowed.buffer), []).append(model)
+            self.groups.setdefault(model.windowed.cutter(), []).append(model)
         self._stop = threading.Event()
         self._done = threading.Event()
         self._process = None

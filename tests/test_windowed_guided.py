@@ -80,3 +80,50 @@ def test_x_basis_experiments_and_bad_settings(bundle):
         guided_windows(Bundle.load("transformer-d3"), FAMILY)
     with pytest.raises(NqecError, match="0 <= mix <= 1"):
         guided_windows(bundle, FAMILY, mix=1.5)
+
+
+def test_served_any_length_guided_model_equals_in_process_bit_for_bit(bundle):
+    """Over gRPC (warmed up in the background, then SERVING): a block streamed slice by slice with
+    partial corrections and single experiments answer as the in-process windowed guided decoder."""
+    from server.app import ServerConfig, start_server
+    from server.client import DecoderClient
+    from server.generated import decoder_pb2 as pb2
+    from server.models import ServedModel, guided_family_model_name
+    from decoder.events import pack_bits
+
+    family = CodeSpec(3, 3, 0.004)
+    windowed = guided_windows(bundle, family)
+    name = guided_family_model_name(bundle.name, family)
+    model = ServedModel(name, "predecoder", windowed.name, family, None,
+                        [windowed.first_slice, windowed.bulk_slice, windowed.final_slice], {}, windowed)
+    running = start_server(ServerConfig(port=0), {name: model})
+    assert running.wait_ready(60)
+    try:
+        client = DecoderClient([f"127.0.0.1:{running.port}"])
+        info = client.model_info(name)
+        assert info.any_length and info.kind == "predecoder" and info.window_commit == windowed.commit
+        rounds = 17
+        events = CodeSpec(3, rounds, family.p).circuit().compile_detector_sampler(seed=6).sample(64)
+        expected = guided_windows(bundle, family).decode_batch(events, rounds=rounds)
+        bounds = np.cumsum([0, *windowed.slice_sizes(rounds)])
+        slices = [events[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        requests = [pb2.StreamRequest(blocks=[pb2.RoundBlock(block_id="b", model=name, num_experiments=64,
+                                                             events=pack_bits(s).tobytes(), last=i == len(slices) - 1,
+                                                             stream_corrections=True)],
+                                      rounds=[pb2.Round(experiment_id="one", model=name, events=pack_bits(s[:1]).tobytes(),
+                                                        last=i == len(slices) - 1)])
+                    for i, s in enumerate(slices)]
+        blocks, singles = [], []
+        for response in client.stub().DecodeStream(iter(requests), timeout=60):
+            blocks += list(response.blocks)
+            singles += list(response.results)
+        final = [b for b in blocks if not b.partial]
+        assert len(final) == 1 and not final[0].error and any(b.partial for b in blocks)
+        flips = np.frombuffer(final[0].observable_flips, np.uint8) & 1  # one byte per experiment's observables
+        assert np.array_equal(flips.astype(bool), expected[:, 0]) and expected.any()
+        assert set(final[0].stages) == {1}  # STAGE_NETWORK
+        (single,) = singles
+        assert bool(single.observable_flips[0] & 1) == bool(expected[0, 0]) and single.stage == 1
+        client.close()
+    finally:
+        running.stop(grace=0)
