@@ -66,6 +66,36 @@ def build_decoder(name: str, spec: CodeSpec, model: str | None = None, *, matchi
     return decoder
 
 
+WINDOWED = ("matching", "matching-correlated", "guided-matching")  # decoders with a windowed form
+
+
+def build_windowed_decoder(name: str, spec: CodeSpec, model: str | None = None, *, matching: str | None = None):
+    """Decoder ``name`` in its sliding-window form (experiments of any length, decoded as rounds
+    arrive) for ``spec``'s family, as a fixed-length decoder of ``spec.rounds`` rounds.
+
+    Example:
+        >>> build_windowed_decoder("matching-correlated", CodeSpec(3, 20, 0.003)).name
+        'windowed-matching-correlated'
+    """
+    from decoder.windowed import SlidingWindowDecoder, WindowedDecoder
+
+    if name not in WINDOWED:
+        raise NqecError(f"decoder {name!r} has no windowed form; --windowed takes {', '.join(WINDOWED)}")
+    if not isinstance(spec, CodeSpec):
+        raise NqecError("--windowed needs a code spec (-d/-r/-p): window graphs are cut from its reference circuits")
+    if name == "guided-matching":
+        from decoder.bundle import Bundle
+        from decoder.windowed_guided import guided_windows
+
+        windowed = guided_windows(Bundle.load(model or DEFAULT_MODELS["predecoder"]), spec, matching=matching)
+    else:
+        if model is not None:
+            raise NqecError(f"decoder {name!r} takes no --model")
+        correlated = name == "matching-correlated" or correlations_of(matching or "uncorrelated")
+        windowed = SlidingWindowDecoder(spec, correlations=correlated)
+    return WindowedDecoder(windowed, spec.rounds)
+
+
 def build_matching(name: str, dem: stim.DetectorErrorModel, matching: str | None = None) -> MatchingDecoder:
     """PyMatching on any DEM: ``name`` is ``matching`` (``matching`` mode, default uncorrelated) or
     ``matching-correlated``.

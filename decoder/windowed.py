@@ -34,7 +34,7 @@ import stim
 
 from decoder.errors import NqecError
 from decoder.events import as_bool_events
-from decoder.interface import Stage
+from decoder.interface import DecodeResult, Decoder, Stage
 from decoder.layout import Layout
 from decoder.spec import CodeSpec
 
@@ -293,6 +293,32 @@ class SlidingWindowDecoder:
         for lo, hi in zip(bounds[:-2], bounds[1:-1]):
             stream.push(bits[:, lo:hi])
         return stream.finish(bits[:, bounds[-2]:])
+
+
+class WindowedDecoder(Decoder):
+    """A windowed decoder as a fixed-length :class:`~decoder.interface.Decoder` for experiments of
+    ``rounds`` rounds: what ``nqec evaluate --windowed`` measures against whole-experiment matching.
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> decoder = WindowedDecoder(SlidingWindowDecoder(CodeSpec(3, 3, 0.003)), rounds=12)
+        >>> events = CodeSpec(3, 12, 0.003).circuit().compile_detector_sampler(seed=1).sample(20)
+        >>> decoder.name, decoder.decode_batch(events).shape
+        ('windowed-matching', (20, 1))
+    """
+
+    chunk_shots = 1024
+
+    def __init__(self, windowed: SlidingWindowDecoder, rounds: int):
+        self.windowed, self.rounds = windowed, rounds
+        self.name = windowed.name
+        self.num_detectors = sum(windowed.slice_sizes(rounds))
+        self.num_observables = windowed.num_observables
+
+    def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
+        observables = self.windowed.decode_batch(detection_events, self.rounds)
+        shots = len(observables)
+        return DecodeResult(observables, np.full(shots, self.windowed.stage, np.uint8), np.full(shots, 0.5, np.float32))
 
 
 def _cut_family(spec: CodeSpec, commit: int, buffer: int) -> dict[WindowKey, WindowGraph]:

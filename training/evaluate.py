@@ -18,7 +18,8 @@ from decoder.experiment import CircuitSpec, DemSpec, with_dem
 from decoder.interface import Decoder, Stage
 from decoder.matching import MatchingDecoder
 from decoder.reference import build_reference
-from decoder.registry import build_decoder, build_matching
+from decoder.errors import NqecError
+from decoder.registry import build_decoder, build_matching, build_windowed_decoder
 from decoder.shot_files import decode_file
 from decoder.spec import CodeSpec
 
@@ -116,8 +117,10 @@ def sweep_specs(distances: list[int], ps: list[float], rounds: int | None, basis
 def evaluate_sweep(specs: list[Experiment], decoder_name: str, shots: int, seed: int, baseline: bool = True,
                    model: str | None = None, on_progress: Callable[[int], None] | None = None,
                    matching: str | None = None, reference: str | None = None,
-                   decoder_dem: str | None = None) -> list[dict]:
+                   decoder_dem: str | None = None, windowed: bool = False) -> list[dict]:
     """Evaluate ``decoder_name`` at every spec; point ``i`` uses seed ``point_seed(seed, i)``.
+    ``windowed``: the decoder's sliding-window form decodes the experiments (the baselines decode
+    them whole).
 
     ``decoder_dem``: a ``.dem`` file whose probabilities the decoder under test uses (matching's
     weights, a neural pipeline's prior and residual matching); it must have the structure of each
@@ -125,9 +128,15 @@ def evaluate_sweep(specs: list[Experiment], decoder_name: str, shots: int, seed:
     given = DemSpec(decoder_dem) if decoder_dem else None
     results = []
     for index, spec in enumerate(specs):
-        decoder = build_decoder(decoder_name, with_dem(spec, given.dem()) if given else spec, model, matching=matching)
+        if windowed:
+            if given:
+                raise NqecError("--windowed and --decoder-dem cannot be combined yet")
+            decoder = build_windowed_decoder(decoder_name, spec, model, matching=matching)
+        else:
+            decoder = build_decoder(decoder_name, with_dem(spec, given.dem()) if given else spec, model,
+                                    matching=matching)
         record = evaluate(spec, decoder, shots, point_seed(seed, index), baseline, on_progress, reference)
-        record.update(model=model, sweep_seed=seed)
+        record.update(model=model, sweep_seed=seed, windowed=windowed)
         if given:
             record["decoder_dem"] = given.to_dict()
         results.append(record)

@@ -10,7 +10,8 @@ from nqec.commands.common import add_experiment_args, emit, experiments, positiv
 
 def evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, seed: int, baseline: bool,
                         json_path: str | None, matching: str | None = None,
-                        reference: str | None = None, decoder_dem: str | None = None) -> list[dict]:
+                        reference: str | None = None, decoder_dem: str | None = None,
+                        windowed: bool = False) -> list[dict]:
     """Evaluate each ``(specs, decoder, model)`` job on ``shots`` shots per spec; print one table."""
     from training.evaluate import evaluate_sweep
     from training.report import command_line, evaluation_table
@@ -20,7 +21,8 @@ def evaluate_and_report(jobs: list[tuple[list, str, str | None]], shots: int, se
     with bar:
         for specs, decoder, model in jobs:
             results += evaluate_sweep(specs, decoder, shots, seed, baseline=baseline, model=model, on_progress=advance,
-                                      matching=matching, reference=reference, decoder_dem=decoder_dem)
+                                      matching=matching, reference=reference, decoder_dem=decoder_dem,
+                                      windowed=windowed)
     for record in results:
         record["command"] = command_line()
     emit(evaluation_table(results), results[0] if len(results) == 1 else results, json_path)
@@ -31,7 +33,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from decoder.experiment import experiment_from_dict
 
     results = evaluate_and_report([(experiments(args), args.decoder, args.model)], args.shots, args.seed,
-                                  not args.no_baseline, args.json, args.matching, args.reference, args.decoder_dem)
+                                  not args.no_baseline, args.json, args.matching, args.reference, args.decoder_dem,
+                                  args.windowed)
     if args.record:
         from decoder.bundle import resolve_model
         from training.export import metrics_key, record_metrics
@@ -83,6 +86,9 @@ def register(commands) -> None:
     evaluate.add_argument("--decoder-dem", default=None, metavar="FILE.dem",
                           help="the decoder under test uses this DEM's probabilities (same structure as the "
                                "experiment's, e.g. estimated from detection events); the baselines keep the true DEM")
+    evaluate.add_argument("--windowed", action="store_true",
+                          help="decode with the decoder's sliding-window form (as rounds arrive; matching, "
+                               "matching-correlated, guided-matching); the baselines decode the experiments whole")
     evaluate.add_argument("--shots", type=positive_int, default=100_000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--matching", choices=["uncorrelated", "correlated"], default=None,
