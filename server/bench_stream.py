@@ -1,4 +1,5 @@
-"""`nqec bench stream`: sliding-window decoding of long experiments, in process and over gRPC.
+"""`nqec bench stream`: sliding-window decoding of long experiments, in process and over gRPC,
+with windowed matching or windowed guided matching (``--decoder guided-matching --model M``).
 
 Measures, per distance and experiment length: rounds/s of a block of experiments advancing
 together and of one experiment alone (in process), rounds/s of a RoundBlock stream and the
@@ -11,6 +12,7 @@ whole (one DEM for the whole experiment) in both matching modes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import queue
 import time
@@ -19,15 +21,18 @@ import tracemalloc
 import numpy as np
 from rich.table import Table
 
+from decoder.bundle import Bundle
+from decoder.errors import NqecError
 from decoder.events import pack_bits
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 from decoder.stats import per_round
 from decoder.windowed import SlidingWindowDecoder
+from decoder.windowed_guided import guided_windows
 from server.bench import local_server
 from server.client import DecoderClient
 from server.generated import decoder_pb2 as pb2
-from server.models import family_model_name
+from server.models import family_model_name, guided_family_model_name
 
 ROUNDS = (10, 100, 1000, 10000)
 ROUND_BUDGET = 200_000  # experiment-rounds per table cell: blocks shrink as experiments grow
@@ -88,7 +93,8 @@ def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecode
     final slice is sent once the server has committed every window before it (its streamed
     corrections say so), so the time is the final window's alone, as on a device that keeps pace."""
     rounds = len(slices) - 1
-    windows_before_final = len(range(0, rounds - decoder.span + 1, decoder.commit)) if rounds >= decoder.span else 0
+    held = decoder.span + decoder.lookahead  # slices buffered when a window is decoded
+    windows_before_final = len(range(0, rounds - held + 1, decoder.commit)) if rounds >= held else 0
     outbox: queue.Queue = queue.Queue()
     responses = client.stub().DecodeStream(iter(outbox.get, None), timeout=600)
     times, server = [], []
@@ -112,40 +118,92 @@ def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecode
     return times, server
 
 
-def window_ler_check(spec: CodeSpec, rounds: int, shots: int, seed: int) -> dict:
-    """LER per round of windowed vs whole-experiment decoding on the same shots, both modes."""
+@dataclasses.dataclass(frozen=True)
+class StreamedDecoder:
+    """Which windowed decoder a stream bench measures: its in-process form per family, its served
+    name, and the whole-experiment decoders its windows are checked against."""
+
+    decoder: str = "matching"  # or "guided-matching"
+    model: str | None = None  # the pre-decoder bundle of guided matching
+
+    def __post_init__(self):
+        if self.decoder not in ("matching", "guided-matching"):
+            raise NqecError(f"bench stream measures matching or guided-matching, not {self.decoder!r}")
+        if (self.decoder == "guided-matching") != (self.model is not None):
+            raise NqecError("bench stream: --model names the pre-decoder of --decoder guided-matching (and only it)")
+
+    @functools.cached_property
+    def bundle(self):
+        return Bundle.load(self.model) if self.model else None
+
+    def windowed(self, spec: CodeSpec, correlations: bool = False) -> SlidingWindowDecoder:
+        if self.bundle is None:
+            return SlidingWindowDecoder(spec, correlations=correlations)
+        return guided_windows(self.bundle, spec)
+
+    def served_name(self, spec: CodeSpec) -> str:
+        return family_model_name(spec) if self.bundle is None else guided_family_model_name(self.bundle.name, spec)
+
+    def modes(self) -> tuple[tuple[str, bool], ...]:
+        """The accuracy check's modes: both for matching; guided matching's calibrated one."""
+        if self.bundle is None:
+            return ("uncorrelated", False), ("correlated", True)
+        correlated = self.windowed(CodeSpec(3, 3, 0.001)).correlations
+        return (("correlated", True),) if correlated else (("uncorrelated", False),)
+
+    def whole(self, spec: CodeSpec, correlations: bool):
+        if self.bundle is None:
+            return MatchingDecoder.from_spec(spec, correlations=correlations)
+        return self.bundle.decoder(spec, pipeline="guided-matching")
+
+
+def window_ler_check(spec: CodeSpec, rounds: int, shots: int, seed: int,
+                     streamed: StreamedDecoder = StreamedDecoder()) -> dict:
+    """LER per round of windowed vs whole-experiment decoding on the same shots (both matching
+    modes; guided matching in its calibrated mode, with both PyMatching modes on the whole experiments)."""
     long = dataclasses.replace(spec, rounds=rounds)
     events, observables = long.circuit().compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
     result = {"rounds": rounds, "shots": shots, "seed": seed}
-    for mode, correlations in (("uncorrelated", False), ("correlated", True)):
-        windowed = SlidingWindowDecoder(spec, correlations=correlations).decode_batch(events, rounds)
-        whole = MatchingDecoder.from_spec(long, correlations=correlations).decode_batch(events)
-        errors = {name: int(np.any(p != observables, axis=1).sum()) for name, p in (("windowed", windowed),
-                                                                                  ("whole", whole))}
-        rates = {name: per_round(count / shots, rounds) for name, count in errors.items()}
-        result[mode] = {"windowed_errors": errors["windowed"], "whole_errors": errors["whole"],
-                        "windowed_ler_per_round": rates["windowed"], "whole_ler_per_round": rates["whole"],
-                        "ratio": rates["windowed"] / rates["whole"] if rates["whole"] else None}
+
+    def errors_per_round(predictions) -> tuple[int, float]:
+        count = int(np.any(predictions != observables, axis=1).sum())
+        return count, per_round(count / shots, rounds)
+
+    for mode, correlations in streamed.modes():
+        (windowed, windowed_rate), (whole, whole_rate) = (
+            errors_per_round(streamed.windowed(spec, correlations).decode_batch(events, rounds)),
+            errors_per_round(streamed.whole(long, correlations).decode_batch(events)))
+        result[mode] = {"windowed_errors": windowed, "whole_errors": whole,
+                        "windowed_ler_per_round": windowed_rate, "whole_ler_per_round": whole_rate,
+                        "ratio": windowed_rate / whole_rate if whole_rate else None}
+        if streamed.bundle is not None:
+            for name, pymatching_correlations in (("matching", False), ("matching-correlated", True)):
+                count, rate = errors_per_round(MatchingDecoder.from_spec(long, correlations=pymatching_correlations)
+                                               .decode_batch(events))
+                result[mode][f"{name}_whole_errors"] = count
+                result[mode][f"windowed_vs_{name}_whole"] = windowed_rate / rate if rate else None
     return result
 
 
 def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots: int = 20_000,
-                 headline_distance: int = 5) -> tuple[dict, Table]:
-    """The table over ``distances`` x ROUNDS, the headline figures at ``headline_distance`` and the
-    accuracy check; returns the JSON-ready result and a rich table."""
+                 headline_distance: int = 5, streamed: StreamedDecoder = StreamedDecoder(),
+                 round_budget: int = ROUND_BUDGET) -> tuple[dict, Table]:
+    """The table over ``distances`` x ROUNDS (at most ``round_budget`` experiment-rounds a cell), the
+    headline figures at ``headline_distance`` and the accuracy check; returns the JSON-ready result
+    and a rich table."""
     rows = []
     headline = {}
-    with local_server(ready=tuple(family_model_name(CodeSpec(d, d, p)) for d in distances)) as (target, _):
+    with local_server(ready=tuple(streamed.served_name(CodeSpec(d, d, p)) for d in distances)) as (target, _):
         client = DecoderClient([target])
         for d in distances:
             spec = CodeSpec(d, d, p)
-            decoder = SlidingWindowDecoder(spec).prepare()
-            model = family_model_name(spec)
+            decoder = streamed.windowed(spec).prepare()
+            model = streamed.served_name(spec)
             warm = _slices(spec, decoder, 3 * decoder.span, 8, seed)
             _inprocess_rounds_per_s(decoder, warm)  # builds the window graphs
             _reaction_ms(client, model, decoder, warm, 2)
             for rounds in ROUNDS:
-                block = max(1, min(HEADLINE_BLOCK, ROUND_BUDGET // rounds))
+                block = max(1, min(HEADLINE_BLOCK, round_budget // rounds))
                 slices = _slices(spec, decoder, rounds, block, seed + rounds)
                 reactions, server = _reaction_ms(client, model, decoder, slices,
                                                  min(block, max(REACTION_SAMPLES, 2000 // rounds)))
@@ -169,10 +227,12 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                             "server_reaction_p99_ms": float(np.percentile(server, 99))}
         client.close()
     by_rounds = {row["rounds"]: row for row in rows if row["distance"] == headline_distance}
-    check = window_ler_check(CodeSpec(headline_distance, headline_distance, p), 100, ler_shots, seed)
+    check = window_ler_check(CodeSpec(headline_distance, headline_distance, p), 100, ler_shots, seed, streamed)
+    modes = [mode for mode, _ in streamed.modes()]
     result = {
-        "distance": headline_distance, "p": p, "seed": seed, **headline,
-        "window_ler_ratio": check["uncorrelated"]["ratio"], "window_ler_ratio_correlated": check["correlated"]["ratio"],
+        "decoder": decoder.name, "model": streamed.model, "distance": headline_distance, "p": p, "seed": seed,
+        **headline, "window_ler_ratio": check[modes[0]]["ratio"],
+        "window_ler_ratio_correlated": check["correlated"]["ratio"] if "correlated" in check else None,
         "window_ler_check": check,
         **{f"{prefix}reaction_p99_10000_vs_10_rounds": (
             by_rounds[10000][f"{prefix}reaction_p99_ms"] / by_rounds[10][f"{prefix}reaction_p99_ms"]
@@ -181,7 +241,8 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                                        if {100, 10000} <= set(by_rounds) else None),
         "table": rows, "machine": f"{platform.node()} ({platform.machine()}), one process per side",
     }
-    table = Table(title=f"nqec bench stream: windowed matching, p={p:g} (commit d, buffer d rounds)")
+    table = Table(title=f"nqec bench stream: {decoder.name}{f' ({streamed.model})' if streamed.model else ''}, "
+                        f"p={p:g} (commit d, buffer d rounds)")
     for column in ("d", "rounds", "block", "rounds/s block", "rounds/s one", "rounds/s gRPC", "reaction p50/p99 ms",
                    "server p50/p99 ms", "held / peak KB"):
         table.add_column(column, justify="right")
@@ -191,9 +252,9 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                       f"{row['reaction_p50_ms']:.2f} / {row['reaction_p99_ms']:.2f}",
                       f"{row['server_reaction_p50_ms']:.2f} / {row['server_reaction_p99_ms']:.2f}",
                       f"{row['held_memory_bytes'] / 1024:.1f} / {row['peak_memory_bytes'] / 1024:.0f}")
-    unc, cor = check["uncorrelated"], check["correlated"]
+    checks = "; ".join(f"{mode} {check[mode]['ratio']:.3f} ({check[mode]['windowed_errors']} vs "
+                       f"{check[mode]['whole_errors']} errors)" for mode in modes)
     table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
                      f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f}; "
-                     f"windowed/whole LER per round at r=100 on {ler_shots:,} shots: {unc['ratio']:.3f} "
-                     f"({unc['windowed_errors']} vs {unc['whole_errors']} errors), correlated {cor['ratio']:.3f}")
+                     f"windowed/whole-experiment LER per round at r=100 on {ler_shots:,} shots: {checks}")
     return result, table

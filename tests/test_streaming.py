@@ -106,7 +106,8 @@ def test_bad_rounds_get_per_experiment_errors_and_the_stream_goes_on(client):
     assert not results["good"].error and not results["good"].partial
 
 
-def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tmp_path):
+@pytest.mark.parametrize("decoder", [[], ["--decoder", "guided-matching", "--model", "predecoder-fpga"]])
+def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tmp_path, decoder):
     import json
 
     import server.bench_stream as bench
@@ -116,11 +117,13 @@ def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tm
     monkeypatch.setattr(bench, "HEADLINE_BLOCK", 32)
     monkeypatch.setattr(bench, "HEADLINE_ROUNDS", 60)
     out = tmp_path / "stream.json"
-    assert main(["bench", "stream", "-d", "3", "--ler-shots", "3000", "--json", str(out)]) == 0
+    assert main(["bench", "stream", "-d", "3", "--ler-shots", "3000", "--round-budget", "20000", *decoder,
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["rounds_per_s"] > 0 and result["single_rounds_per_s"] > 0 and result["reaction_p99_ms"] > 0
+    assert result["decoder"] == ("windowed-guided-matching" if decoder else "windowed-matching")
     row = result["table"][0]
     assert 0 < row["server_reaction_p50_ms"] < row["reaction_p50_ms"]  # the server's part of the round trip
     assert [(row["distance"], row["rounds"]) for row in result["table"]] == [(3, 10), (3, 100)]
-    check = result["window_ler_check"]["uncorrelated"]
+    check = next(value for value in result["window_ler_check"].values() if isinstance(value, dict))
     assert check["whole_errors"] > 20 and abs(check["windowed_errors"] - check["whole_errors"]) <= 0.15 * check["whole_errors"] + 5

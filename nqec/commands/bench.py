@@ -95,10 +95,13 @@ def cmd_bench_memory(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_stream(args: argparse.Namespace) -> int:
-    from server.bench_stream import bench_stream
+    from server.bench_stream import ROUND_BUDGET, StreamedDecoder, bench_stream
     from training.report import command_line
 
-    result, table = bench_stream(tuple(args.distance), args.p, args.seed, args.ler_shots, args.distance[0])
+    streamed = StreamedDecoder(args.decoder, args.model)
+    budget = args.round_budget or (ROUND_BUDGET if args.decoder == "matching" else ROUND_BUDGET // 10)
+    result, table = bench_stream(tuple(args.distance), args.p, args.seed, args.ler_shots, args.distance[0],
+                                 streamed, budget)
     result["command"] = command_line()
     emit(table, result, args.json)
     return 0
@@ -196,6 +199,11 @@ def register(commands) -> None:
     stream.add_argument("-p", type=float, default=0.003)
     stream.add_argument("--ler-shots", type=positive_int, default=20_000,
                         help="shots of the windowed vs whole-experiment LER check (r=100)")
+    stream.add_argument("--decoder", choices=["matching", "guided-matching"], default="matching",
+                        help="windowed matching, or windowed guided matching with --model")
+    stream.add_argument("--model", default=None, help="the pre-decoder bundle of --decoder guided-matching")
+    stream.add_argument("--round-budget", type=positive_int, default=None,
+                        help="experiment-rounds per table cell (default 200,000 for matching, 20,000 for guided)")
     stream.add_argument("--seed", type=int, default=0)
     stream.add_argument("--json", default=None)
     stream.set_defaults(func=cmd_bench_stream)
