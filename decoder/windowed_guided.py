@@ -54,7 +54,7 @@ class _GuidedWindow:
     """A window's weighted matcher and where its edges' network logits are."""
 
     matcher: WeightedMatcher
-    answers: np.ndarray  # uint8 [E, O + carried]: what committing each edge does (as _Window's observables)
+    answers: np.ndarray  # float32 0/1 [E, O + carried]: what committing each edge does (as _Window's observables)
     prior: np.ndarray
     predictable: np.ndarray
     logit_index: np.ndarray
@@ -109,7 +109,7 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         edges = parts.edges
         matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
                                   -parts.prior, parts.correlations)
-        return _GuidedWindow(matcher, edges.observables.astype(np.uint8), parts.prior, parts.predictable,
+        return _GuidedWindow(matcher, edges.observables.astype(np.float32), parts.prior, parts.predictable,
                              parts.logit_index, parts.carried, parts.sizes)
 
     def cutter(self) -> tuple:
@@ -203,7 +203,7 @@ class GuidedWindowedExperiments(WindowedExperiments):
             mixed[:, window.predictable] = ((1 - decoder.mix) * window.prior[window.predictable]
                                             + (decoder.mix / decoder.temperature) * logits)
         matched = window.matcher.decode_edges(syndromes, -mixed)
-        return ((matched.astype(np.uint8) @ window.answers) & 1).astype(bool)
+        return (matched.astype(np.float32) @ window.answers) % 2 == 1  # float: a BLAS product, exact for these counts
 
     def _decode(self, window: _GuidedWindow, commit: int) -> np.ndarray:
         flips = super()._decode(window, commit)
