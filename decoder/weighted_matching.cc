@@ -145,28 +145,11 @@ class WeightedMatching {
     py::array_t<uint64_t> decode_batch(
         py::array_t<uint8_t, py::array::c_style | py::array::forcecast> events,
         py::array_t<float, py::array::c_style | py::array::forcecast> weights) {
-        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
-            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
-        if (weights.ndim() != 2 || weights.shape(0) != events.shape(0) || (size_t)weights.shape(1) != num_edges_)
-            throw std::invalid_argument("expected weights of shape [" + std::to_string(events.shape(0)) + ", " +
-                                        std::to_string(num_edges_) + "] (one row of edge weights per shot)");
-        size_t shots = events.shape(0);
-        py::array_t<uint64_t> result(shots);
+        py::array_t<uint64_t> result(check_batch(events, weights));
         auto out = result.mutable_unchecked<1>();
-        auto ev = events.unchecked<2>();
-        auto w = weights.unchecked<2>();
-        {
-            py::gil_scoped_release release;
-            std::lock_guard<std::mutex> lock(mutex_);
-            std::vector<uint64_t> defects;
-            for (size_t s = 0; s < shots; s++) {
-                defects.clear();
-                for (size_t d = 0; d < num_detectors_; d++)
-                    if (ev(s, d))
-                        defects.push_back(d);
-                out(s) = defects.empty() ? 0 : decode_shot(s, defects, w.data(s, 0));
-            }
-        }
+        each_shot(events, weights, [&](size_t s, const std::vector<uint64_t>& defects, const float* shot_weights) {
+            out(s) = defects.empty() ? 0 : decode_shot(s, defects, shot_weights);
+        });
         return result;
     }
 
@@ -175,46 +158,59 @@ class WeightedMatching {
     py::array_t<uint8_t> decode_edges_batch(
         py::array_t<uint8_t, py::array::c_style | py::array::forcecast> events,
         py::array_t<float, py::array::c_style | py::array::forcecast> weights) {
+        py::array_t<uint8_t> result({check_batch(events, weights), num_edges_});
+        auto out = result.mutable_unchecked<2>();
+        std::vector<uint32_t> edges;
+        each_shot(events, weights, [&](size_t s, const std::vector<uint64_t>& defects, const float* shot_weights) {
+            for (size_t e = 0; e < num_edges_; e++)
+                out(s, e) = 0;
+            if (defects.empty())
+                return;
+            RestoreWeights restore{*this};
+            try {
+                set_shot_weights(defects, shot_weights);
+                matched_edges(defects, edges);
+            } catch (const std::invalid_argument& error) {
+                throw std::invalid_argument("shot " + std::to_string(s) + " (" + std::to_string(defects.size()) +
+                                            " detection events): " + error.what());
+            }
+            for (auto edge : edges)
+                out(s, edge) = 1;
+        });
+        return result;
+    }
+
+   private:
+    /// The number of shots, once the events and weights are known to be [S, N] and [S, E].
+    size_t check_batch(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events,
+                       const py::array_t<float, py::array::c_style | py::array::forcecast>& weights) const {
         if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
             throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
         if (weights.ndim() != 2 || weights.shape(0) != events.shape(0) || (size_t)weights.shape(1) != num_edges_)
             throw std::invalid_argument("expected weights of shape [" + std::to_string(events.shape(0)) + ", " +
                                         std::to_string(num_edges_) + "] (one row of edge weights per shot)");
-        size_t shots = events.shape(0);
-        py::array_t<uint8_t> result({shots, num_edges_});
-        auto out = result.mutable_unchecked<2>();
-        auto ev = events.unchecked<2>();
-        auto w = weights.unchecked<2>();
-        {
-            py::gil_scoped_release release;
-            std::lock_guard<std::mutex> lock(mutex_);
-            std::vector<uint64_t> defects;
-            std::vector<uint32_t> edges;
-            for (size_t s = 0; s < shots; s++) {
-                for (size_t e = 0; e < num_edges_; e++)
-                    out(s, e) = 0;
-                defects.clear();
-                for (size_t d = 0; d < num_detectors_; d++)
-                    if (ev(s, d))
-                        defects.push_back(d);
-                if (defects.empty())
-                    continue;
-                RestoreWeights restore{*this};
-                try {
-                    set_shot_weights(defects, w.data(s, 0));
-                    matched_edges(defects, edges);
-                } catch (const std::invalid_argument& error) {
-                    throw std::invalid_argument("shot " + std::to_string(s) + " (" + std::to_string(defects.size()) +
-                                                " detection events): " + error.what());
-                }
-                for (auto edge : edges)
-                    out(s, edge) = 1;
-            }
-        }
-        return result;
+        return events.shape(0);
     }
 
-   private:
+    /// Calls answer(shot, its detection events, its weights) for every shot, the GIL released and
+    /// the matcher locked (one batch at a time).
+    template <typename Answer>
+    void each_shot(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& weights, Answer&& answer) {
+        auto ev = events.unchecked<2>();
+        auto w = weights.unchecked<2>();
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<uint64_t> defects;
+        for (size_t s = 0; s < (size_t)ev.shape(0); s++) {
+            defects.clear();
+            for (size_t d = 0; d < num_detectors_; d++)
+                if (ev(s, d))
+                    defects.push_back(d);
+            answer(s, defects, w.data(s, 0));
+        }
+    }
+
     static size_t check_edges(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& edges) {
         if (edges.ndim() != 2 || edges.shape(1) != 2)
             throw std::invalid_argument("expected edge detectors of shape [edges, 2]");
