@@ -7,7 +7,9 @@ device runs nominal, drifted (three data qubits in a row +0.03 depolarizing per 
 shots go in requests of 1,000, one client, nothing waits for the adapter. Per window of 10,000 shots:
 errors of each server; per segment: LER of each, ``recovered_after_shots`` (end of the first window
 whose adaptive errors are within 1.1x the true-DEM server's), errors ÷ true-DEM errors after recovery
-with a 95% paired bootstrap interval, client-side request latency p50/p99. Writes results/adapt-d5.json.
+with a 95% paired bootstrap interval, client-side request latency p50/p99. Every adaptive answer is
+checked against in-process matching on each DEM the model held around that request (none may differ
+from all), and no model may end dead or paused. Writes results/adapt-d5.json.
 Two runs by default: ``--adapt-shots 30000 --adapt-every 5000`` (a fast follower) and the defaults
 (100,000 and 10,000). Run: ``nice -n 10 .venv/bin/python results/adapt_d5.py [--runs SHOTS:EVERY ...] [--seed S]``.
 """
@@ -55,6 +57,13 @@ def run(adapt_shots: int, adapt_every: int, seed: int) -> dict:
         **{f"true-{m}": served(f"true-{m}", dems[True], m == "correlated") for m in MODES}})
     clients = {"adaptive": DecoderClient([f"127.0.0.1:{adaptive.port}"]),
                "static": DecoderClient([f"127.0.0.1:{static.port}"])}
+    held = {}  # every decoder each adaptive model was given, in order: an answer must be one of theirs
+    for mode in MODES:
+        batcher = adaptive.service.batchers[names[mode]]
+        held[mode] = [batcher.decoder]
+        batcher.replace_decoder = lambda decoder, swap=batcher.replace_decoder, given=held[mode]: (
+            given.append(decoder), swap(decoder))
+    unexplained = {mode: 0 for mode in MODES}
     started = time.perf_counter()
     segments = []
     for index, (shots, flag) in enumerate(SEGMENTS):
@@ -68,21 +77,26 @@ def run(adapt_shots: int, adapt_every: int, seed: int) -> dict:
         for _ in range(shots // WINDOW):
             events, observables = sampler.sample(WINDOW, separate_observables=True)
             packed = pack_bits(events)
-            for mode, run in modes.items():
-                for name, (client, model) in run["targets"].items():
+            for mode, state in modes.items():
+                for name, (client, model) in state["targets"].items():
                     flips = []
                     for start in range(0, WINDOW, REQUEST):
+                        part = packed[start: start + REQUEST]
+                        first = max(len(held[mode]) - 2, 0)  # in effect: the last one, or the one before it
                         begin = time.perf_counter()
-                        flips.append(client.decode(model, packed[start: start + REQUEST])[0])
-                        if name in run["latency"]:
-                            run["latency"][name].append(time.perf_counter() - begin)
-                    run["wrong"][name].append((np.concatenate(flips) != observables).any(axis=1))
+                        flips.append(client.decode(model, part)[0])
+                        if name in state["latency"]:
+                            state["latency"][name].append(time.perf_counter() - begin)
+                        if name == "adaptive":
+                            unexplained[mode] += not any(np.array_equal(flips[-1], decoder.decode_batch(part))
+                                                         for decoder in held[mode][first:])
+                    state["wrong"][name].append((np.concatenate(flips) != observables).any(axis=1))
         result = {"shots": shots, "drifted": flag, "modes": {}}
-        for mode, run in modes.items():
-            per_window = {n: [int(w.sum()) for w in windows] for n, windows in run["wrong"].items()}
+        for mode, state in modes.items():
+            per_window = {n: [int(w.sum()) for w in windows] for n, windows in state["wrong"].items()}
             recovered = next((k + 1 for k, (a, t) in enumerate(zip(per_window["adaptive"], per_window["true"]))
                               if a <= 1.1 * t), None)
-            wrong = {n: np.concatenate(w) for n, w in run["wrong"].items()}
+            wrong = {n: np.concatenate(w) for n, w in state["wrong"].items()}
             after = slice(WINDOW * recovered, None) if recovered else slice(0, 0)
             result["modes"][mode] = {
                 "servers": {n: _rate(w) for n, w in wrong.items()},
@@ -91,17 +105,21 @@ def run(adapt_shots: int, adapt_every: int, seed: int) -> dict:
                 "after_recovery_vs_true": None if not index or not recovered or after.start >= shots else {
                     n: {**paired_ratio(wrong[n][after], wrong["true"][after], seed=seed),
                         "shots": shots - after.start} for n in ("adaptive", "nominal")},
-                "latency": {n: percentiles_ms(s) for n, s in run["latency"].items()}}
+                "latency": {n: percentiles_ms(s) for n, s in state["latency"].items()}}
         segments.append(result)
-        print(json.dumps({"adapt_shots": adapt_shots, "segment": index, "drifted": flag, **{m: {n: r["errors"] for n, r in v["servers"].items()}
-                                                                for m, v in result["modes"].items()}}), flush=True)
+        errors = {m: {n: r["errors"] for n, r in v["servers"].items()} for m, v in result["modes"].items()}
+        print(json.dumps({"adapt_shots": adapt_shots, "segment": index, "drifted": flag, **errors}), flush=True)
     adapt = {names[m]: adaptive.service.adapters[names[m]].summary() for m in MODES}
+    checks = {"requests_checked": {m: sum(s for s, _ in SEGMENTS) // REQUEST for m in MODES},
+              "answers_of_no_held_decoder": unexplained, "decoders_held": {m: len(held[m]) for m in MODES},
+              "dead_models": sorted(n for n, b in adaptive.service.batchers.items() if not b.alive),
+              "paused_adapters": sorted(n for n, a in adaptive.service.adapters.items() if a.error)}
     for client in clients.values():
         client.close()
     adaptive.stop(grace=1)
     static.stop(grace=1)
     return {"adapt_shots": adapt_shots, "adapt_every": adapt_every, "wall_s": time.perf_counter() - started,
-            "segments": segments, "adapters_at_end": adapt}
+            "checks": checks, "segments": segments, "adapters_at_end": adapt}
 
 
 def main() -> None:

@@ -4,10 +4,12 @@ After every successful decode the service hands the request's bit-packed detecti
 :meth:`AdaptiveModel.observe`: a put on a queue bounded in shots (when it is full the shots are
 dropped and counted; nothing is computed on the caller's thread). One low-priority thread per model
 adds them to an :class:`EdgeAccumulator` that forgets exponentially (the estimate stands on about
-``shots`` recent shots) and, every ``every`` new shots (but resting 9x as long as the last
-re-estimate took in CPU time: at d=9 a fit and rebuild hold the GIL ~0.5 s), estimates the edges, builds a
-decoder from the reweighted DEM and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
-next batch decodes with it, no batch sees two decoders, decoding never waits. The current estimate's
+``shots`` recent shots) and, every ``every`` new shots, estimates the edges, builds a decoder from
+the reweighted DEM and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
+next batch decodes with it, no batch sees two decoders, decoding never waits. After each step the
+thread rests 9x the CPU time the step took, so it holds at most ~10% of a core and of the GIL
+(a d=9 re-estimate takes ~0.5 s; adding a d=5 shot ~0.5 us, a quarter of decoding it): traffic
+beyond that fills the queue and is dropped, and the estimate samples it. The current estimate's
 largest departures from the nominal DEM are published in the model's metrics (``GetModelInfo``'s
 ``metrics_json``, key ``adapt``) and in Prometheus. A failure in the thread is logged and pauses
 adaptation; the model keeps serving with its last decoder.
@@ -35,8 +37,8 @@ from server.models import ServedModel
 log = logging.getLogger(__name__)
 TOP_DEPARTURES = 10  # edges listed in GetModelInfo
 MAX_QUEUED_SHOTS = 1 << 17  # shots waiting for the accumulator; more are dropped
-MAX_UPDATE_SHOTS = 1 << 16  # queued shots the thread adds to the sums in one step
-MAX_BUSY_FRACTION = 0.1  # re-estimates and rebuilds take at most this share of the time (CPU / wall)
+MAX_UPDATE_SHOTS = 1 << 14  # queued shots the thread adds to the sums in one step
+MAX_BUSY_FRACTION = 0.1  # the thread's work (CPU time) is at most this share of its time
 
 
 class AdaptMetrics:
@@ -87,6 +89,7 @@ class AdaptiveModel:
         self._base_metrics = model.metrics
         self._queued = 0
         self._closed = False  # the thread took close()'s marker
+        self._closing = threading.Event()  # ends the thread's rests
         self._lock = threading.Lock()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._metrics = None if metrics is None else {name: getattr(metrics, name).labels(model.name)
@@ -111,7 +114,8 @@ class AdaptiveModel:
             self._metrics["dropped"].inc(len(events))
 
     def close(self) -> None:
-        """Stop the thread (the model keeps its current decoder)."""
+        """Stop the thread once it has added what was queued (the model keeps its current decoder)."""
+        self._closing.set()
         self._inbox.put(None)
         self._thread.join(timeout=5)
 
@@ -130,52 +134,43 @@ class AdaptiveModel:
         """Replace the model's metrics dict (one assignment: readers see the old or the new one)."""
         self.model.metrics = {**self._base_metrics, "adapt": self.summary()}
 
-    def _take(self, timeout: float | None) -> list | None:
-        """Queued events: wait up to ``timeout`` s (None: for ever) for some, then take what else is
-        queued, up to MAX_UPDATE_SHOTS; [] when the wait ran out, None once closed (after the
-        events queued before ``close()``)."""
+    def _take(self) -> list | None:
+        """Block for queued events, then take what else is queued, up to MAX_UPDATE_SHOTS; None once
+        closed (after the events queued before ``close()``)."""
         if self._closed:
             return None
-        try:
-            parts = [self._inbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while parts[-1] is not None and sum(map(len, parts)) < MAX_UPDATE_SHOTS:
+        parts = [self._inbox.get()]
+        shots = 0 if parts[0] is None else len(parts[0])
+        while parts[-1] is not None and shots < MAX_UPDATE_SHOTS:
             try:
                 parts.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+            shots += 0 if parts[-1] is None else len(parts[-1])
         if parts[-1] is None:
             self._closed = True
             parts.pop()
         with self._lock:
-            self._queued -= sum(map(len, parts))
-        return parts
+            self._queued -= shots
+        return parts or None
 
     def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a nice value per thread
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        rest_until = 0.0
         try:
-            while True:
-                due = self.shots_since_update >= self.every and self.accumulator.shots >= MIN_SHOTS
-                parts = self._take(max(0.0, rest_until - time.monotonic()) if due else None)
-                if parts is None:
-                    return
-                if parts:
-                    events = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                    self.accumulator.update(events)
-                    self.shots_seen += len(events)
-                    self.shots_since_update += len(events)
-                    if self._metrics is not None:
-                        self._metrics["shots"].inc(len(events))
-                if self.shots_since_update >= self.every and self.accumulator.shots >= MIN_SHOTS \
-                        and time.monotonic() >= rest_until:
-                    began = time.thread_time()  # CPU time: waiting for the GIL is not work
+            while (parts := self._take()) is not None:
+                began = time.thread_time()  # CPU time: waiting for the GIL is not work
+                events = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                self.accumulator.update(events)
+                self.shots_seen += len(events)
+                self.shots_since_update += len(events)
+                if self._metrics is not None:
+                    self._metrics["shots"].inc(len(events))
+                if self.shots_since_update >= self.every and self.accumulator.shots >= MIN_SHOTS:
                     self._swap(self.accumulator.estimate(stderr=False))
-                    rest_until = time.monotonic() + (time.thread_time() - began) * (1 / MAX_BUSY_FRACTION - 1)
                     self.shots_since_update = 0
                 self._publish()
+                self._closing.wait((time.thread_time() - began) * (1 / MAX_BUSY_FRACTION - 1))  # the queue fills
         except Exception as exc:  # never take the model down: it keeps its last decoder
             log.exception("adaptation of %s failed; it is paused, the model keeps serving", self.model.name)
             with self._lock:
