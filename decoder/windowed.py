@@ -198,8 +198,10 @@ class SlidingWindowDecoder:
     def _matching_window(self, graph: WindowGraph) -> _Window:
         dem = stim.DetectorErrorModel(graph.dem)
         matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
-        # PyMatching sets up its solver on the first decode (~1 ms at d=7): do it now, not on a live experiment
-        matching.decode_batch(np.zeros((1, dem.num_detectors), dtype=bool), enable_correlations=self.correlations)
+        # PyMatching sets up its solver (and, with correlations, its second pass) on the first decodes
+        # that have detection events: do it now, not on a live experiment
+        warm = np.random.default_rng(0).random((8, dem.num_detectors)) < 0.02
+        matching.decode_batch(warm, enable_correlations=self.correlations)
         return _Window(matching, graph.carried, graph.sizes)
 
     def _cut_window(self, first: bool, length: int, final: bool) -> WindowGraph:
