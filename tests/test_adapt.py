@@ -197,6 +197,30 @@ def test_the_queue_is_bounded_in_shots_and_counts_what_it_drops(monkeypatch):
     adapter.close()
 
 
+def test_a_replaced_decoder_takes_over_at_the_next_batch_never_inside_one():
+    """The first decoder swaps in the second while decoding the first of ten chunks of a batch: the
+    whole batch is still its answer (all 0), the next batch the new one's (all 1)."""
+    from decoder.interface import DecodeResult, Decoder, Stage
+
+    class Constant(Decoder):
+        name, chunk_shots, num_detectors, num_observables = "constant", 10, 16, 1
+
+        def __init__(self, flip: bool, then=None):
+            self.flip, self.then = flip, then
+
+        def decode_chunk(self, events):
+            if self.then is not None:
+                batcher.replace_decoder(self.then)
+            return DecodeResult(np.full((len(events), 1), self.flip), np.full(len(events), Stage.MATCHING, np.uint8),
+                                np.zeros(len(events), np.float32))
+
+    batcher = MicroBatcher(Constant(False, then=Constant(True)))
+    events = np.zeros((100, 2), np.uint8)
+    assert not batcher.decode(events).result.observables.any()
+    assert batcher.decode(events).result.observables.all()
+    batcher.close()
+
+
 def test_replace_decoder_refuses_a_decoder_of_another_shape():
     batcher = MicroBatcher(MatchingDecoder.from_spec(SPEC))
     with pytest.raises(NqecError, match="must take 120 detectors and give 1 observables, got 24 and 1"):
