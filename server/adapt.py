@@ -68,9 +68,14 @@ class AdaptiveModel:
         >>> batcher = MicroBatcher(model.decoder)
         >>> adapter = AdaptiveModel(model, batcher, shots=5000, every=2000)
         >>> adapter.observe(spec.circuit().compile_detector_sampler(seed=1).sample(2000, bit_packed=True))
-        >>> adapter.close()  # after what was queued
+        >>> import time
+        >>> for _ in range(1000):  # the thread adds them and swaps in a decoder on the estimate
+        ...     if model.metrics["adapt"]["updates"]:
+        ...         break
+        ...     time.sleep(0.01)
         >>> adapter.updates, batcher.decoder.dem is adapter.dem, model.metrics["adapt"]["shots_seen"]
         (1, True, 2000)
+        >>> adapter.close()
         >>> batcher.close()
     """
 
@@ -88,8 +93,7 @@ class AdaptiveModel:
         self._top: list = []
         self._base_metrics = model.metrics
         self._queued = 0
-        self._closed = False  # the thread took close()'s marker
-        self._closing = threading.Event()  # ends the thread's rests
+        self._closing = threading.Event()  # set by close(): ends the rest and the thread
         self._lock = threading.Lock()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._metrics = None if metrics is None else {name: getattr(metrics, name).labels(model.name)
@@ -114,7 +118,7 @@ class AdaptiveModel:
             self._metrics["dropped"].inc(len(events))
 
     def close(self) -> None:
-        """Stop the thread once it has added what was queued (the model keeps its current decoder)."""
+        """Stop the thread after the step under way (the model keeps its current decoder)."""
         self._closing.set()
         self._inbox.put(None)
         self._thread.join(timeout=5)
@@ -136,9 +140,7 @@ class AdaptiveModel:
 
     def _take(self) -> list | None:
         """Block for queued events, then take what else is queued, up to MAX_UPDATE_SHOTS; None once
-        closed (after the events queued before ``close()``)."""
-        if self._closed:
-            return None
+        ``close()`` was called (what is still queued is let go)."""
         parts = [self._inbox.get()]
         shots = 0 if parts[0] is None else len(parts[0])
         while parts[-1] is not None and shots < MAX_UPDATE_SHOTS:
@@ -147,12 +149,9 @@ class AdaptiveModel:
             except queue.Empty:
                 break
             shots += 0 if parts[-1] is None else len(parts[-1])
-        if parts[-1] is None:
-            self._closed = True
-            parts.pop()
         with self._lock:
             self._queued -= shots
-        return parts or None
+        return None if self._closing.is_set() else parts
 
     def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a nice value per thread
