@@ -53,10 +53,12 @@ def client(server):
 
 
 def adapt_info(client: DecoderClient, model: str) -> dict:
+    """GetModelInfo's adapt section, asked afresh (client.model_info caches)."""
     import json
 
-    client._info.pop(model, None)  # model_info caches; the adapt section changes
-    return json.loads(client.model_info(model).metrics_json)["adapt"]
+    from server.generated import decoder_pb2 as pb2
+
+    return json.loads(client.call("GetModelInfo", pb2.GetModelInfoRequest(model=model)).metrics_json)["adapt"]
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -72,8 +74,12 @@ def learned(server, client):
     events, _ = drifted_shots(TRAIN_SHOTS, seed=1)
     for start in range(0, TRAIN_SHOTS, REQUEST):
         client.decode(LEARN, events[start: start + REQUEST])
-    wait_for(lambda: (lambda info: info["shots_seen"] + info["shots_dropped"] == TRAIN_SHOTS  # and applied
-                      and info["shots_since_update"] < info["every"])(adapt_info(client, LEARN)))
+
+    def all_seen_and_applied() -> bool:
+        info = adapt_info(client, LEARN)
+        return info["shots_seen"] + info["shots_dropped"] == TRAIN_SHOTS and info["shots_since_update"] < info["every"]
+
+    wait_for(all_seen_and_applied)
     adapter = server.service.adapters[LEARN]
     adapter.close()
     return adapter
