@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from decoder.errors import NqecError
 from decoder.matching import MatchingDecoder
-from decoder.noise_estimate import MIN_SHOTS, EdgeAccumulator, EdgeEstimate, reweighted_dem
+from decoder.noise_estimate import MIN_PROBABILITY, MIN_SHOTS, EdgeAccumulator, EdgeEstimate, reweighted_dem
 from server.batching import MicroBatcher
 from server.models import ServedModel
 
@@ -185,7 +185,7 @@ class AdaptiveModel:
         self.batcher.replace_decoder(MatchingDecoder(dem, correlations=self.correlations))
         self.dem = dem
         self.updates += 1
-        ratio = estimate.p / estimate.nominal
+        ratio = estimate.p / np.maximum(estimate.nominal, MIN_PROBABILITY)
         order = np.argsort(-np.abs(np.log(ratio)), kind="stable")[:TOP_DEPARTURES]
         self._top = [[[int(d) for d in estimate.detectors[e] if d >= 0], float(estimate.nominal[e]),
                       float(estimate.p[e])] for e in order]
@@ -196,7 +196,14 @@ class AdaptiveModel:
 
 def start_adapters(models: dict[str, ServedModel], batchers: dict[str, MicroBatcher], registry, *,
                    shots: int, every: int) -> dict[str, AdaptiveModel]:
-    """An :class:`AdaptiveModel` for every served model whose batcher decodes with matching."""
+    """An :class:`AdaptiveModel` for every served model whose batcher decodes with matching (one
+    whose DEM cannot be estimated is served as it is, with a log line)."""
     metrics = AdaptMetrics(registry)
-    return {name: AdaptiveModel(models[name], batcher, shots=shots, every=every, metrics=metrics)
-            for name, batcher in batchers.items() if isinstance(batcher.decoder, MatchingDecoder)}
+    adapters = {}
+    for name, batcher in batchers.items():
+        if isinstance(batcher.decoder, MatchingDecoder):
+            try:
+                adapters[name] = AdaptiveModel(models[name], batcher, shots=shots, every=every, metrics=metrics)
+            except NqecError as exc:  # e.g. a user's circuit whose DEM has no matching graph to estimate
+                log.warning("model %s is served without --adapt: %s", name, exc)
+    return adapters

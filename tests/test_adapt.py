@@ -226,6 +226,23 @@ def test_a_replaced_decoder_takes_over_at_the_next_batch_never_inside_one():
     batcher.close()
 
 
+def test_a_model_whose_dem_cannot_be_estimated_is_served_without_adapting(caplog):
+    """PyMatching takes a DEM error on three detectors; the estimator needs a graph: that model is left
+    as it is (one log line), the others adapt, and nothing stops the server from starting."""
+    import stim
+    from prometheus_client import CollectorRegistry
+
+    from server.adapt import start_adapters
+
+    hyper = MatchingDecoder(stim.DetectorErrorModel("error(0.1) D0 D1\nerror(0.1) D1 D2\nerror(0.1) D2 L0\n"
+                                                    "error(0.01) D0 D1 D2"))
+    models = {"hyper": ServedModel("hyper", "matching", "matching", SPEC, hyper, [], {}), LEARN: served(False)}
+    adapters = start_adapters(models, {name: MicroBatcher(m.decoder) for name, m in models.items()},
+                              CollectorRegistry(), shots=2000, every=1000)
+    assert list(adapters) == [LEARN] and "model hyper is served without --adapt" in caplog.text
+    adapters[LEARN].close()
+
+
 def test_replace_decoder_refuses_a_decoder_of_another_shape():
     batcher = MicroBatcher(MatchingDecoder.from_spec(SPEC))
     with pytest.raises(NqecError, match="must take 120 detectors and give 1 observables, got 24 and 1"):
