@@ -117,7 +117,7 @@ def test_adapted_ler_is_within_1_1x_of_the_true_dem_and_nominal_is_clearly_worse
 
 
 def test_concurrent_clients_never_fail_while_decoders_swap(server, client, monkeypatch):
-    """Four clients for ~2 s while BUSY swaps decoders every 5,000 shots (no rest between swaps): no call
+    """Four clients while BUSY swaps decoders every 5,000 shots (no rest between swaps), until three swaps: no call
     fails, and every answer is exactly that of one decoder the model held (none from a half-updated graph)."""
     monkeypatch.setattr("server.adapt.MAX_BUSY_FRACTION", 1.0)
     batcher = server.service.batchers[BUSY]
@@ -129,8 +129,8 @@ def test_concurrent_clients_never_fail_while_decoders_swap(server, client, monke
 
     def load(k: int) -> None:
         rng = np.random.default_rng(k)
-        stop = time.monotonic() + 2.0
-        while time.monotonic() < stop:
+        stop = time.monotonic() + 20.0  # until three swaps: a loaded machine swaps more slowly
+        while time.monotonic() < stop and len(held) < 4:
             rows = np.sort(rng.choice(len(events), size=int(rng.integers(1, 1000)), replace=False))
             try:
                 answers.append((rows, client.decode(BUSY, events[rows])[0]))
