@@ -67,11 +67,14 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
 
     ``runner`` maps network inputs ``float32 [rows, 2 * window, H, W]`` to logits ``[rows, D, H, W]``
     (a bundle's ``run``); ``directions`` is the network's edge vocabulary, ``network_basis`` the
-    basis it was trained on (the other basis is seen transposed, as in guided matching)."""
+    basis it was trained on (the other basis is seen transposed, as in guided matching).
+    ``windows_of``: a decoder with the same recipe (:meth:`cutter`) whose window matchers this one
+    shares (they depend on the DEM and the edge vocabulary, not on the network's weights)."""
 
     def __init__(self, spec: CodeSpec, runner, directions: tuple[Direction, ...], window: int, *,
                  mix: float = 0.5, temperature: float = 1.0, correlations: bool = False, network_basis: str = "z",
-                 commit: int | None = None, buffer: int | None = None):
+                 commit: int | None = None, buffer: int | None = None,
+                 windows_of: "GuidedSlidingWindowDecoder | None" = None):
         if not 0 <= mix <= 1 or temperature <= 0:
             raise NqecError(f"guided matching needs 0 <= mix <= 1 and temperature > 0, got {mix}, {temperature}")
         if window < 1 or window % 2 == 0:
@@ -89,6 +92,12 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         # each slice kind's detectors as cells (type, y, x) of the network's frame: first, bulk, final
         self.slice_cells = [np.stack([layout.type_index, layout.y_index, layout.x_index], axis=1)[layout.t_index == t]
                             for t in (0, 1, 3)]
+        if windows_of is not None:  # another network of the same geometry: the same matchers, held once
+            if windows_of.cutter() != self.cutter():
+                raise NqecError("windows_of must be a guided windowed decoder of the same spec, windows, "
+                                "network geometry and matching mode")
+            self._windows, self._windows_lock = windows_of._windows, windows_of._windows_lock
+            self._short_dems = windows_of._short_dems
 
     def _frame(self, cells: np.ndarray) -> np.ndarray:
         """Cells ``(slice, type, y, x)`` of the experiment's frame in the network's."""
@@ -224,9 +233,11 @@ def _cut_guided_family(spec: CodeSpec, directions, window: int, correlations: bo
 
 
 def guided_windows(bundle, spec: CodeSpec, *, commit: int | None = None, buffer: int | None = None,
-                   mix: float | None = None, matching: str | None = None) -> GuidedSlidingWindowDecoder:
+                   mix: float | None = None, matching: str | None = None,
+                   windows_of: GuidedSlidingWindowDecoder | None = None) -> GuidedSlidingWindowDecoder:
     """The windowed guided decoder of a pre-decoder ``bundle`` for ``spec``'s family, with the
-    bundle's calibrated mix, temperature and matching mode unless given."""
+    bundle's calibrated mix, temperature and matching mode unless given (``windows_of``: see
+    :class:`GuidedSlidingWindowDecoder`)."""
     from decoder.matching import correlations_of
 
     if bundle.kind != "predecoder":
@@ -237,4 +248,5 @@ def guided_windows(bundle, spec: CodeSpec, *, commit: int | None = None, buffer:
     return GuidedSlidingWindowDecoder(spec, bundle.run, tuple(tuple(d) for d in section["directions"]),
                                       section["window"], mix=guided.get("mix", 0.5) if mix is None else mix,
                                       temperature=guided.get("temperature", 1.0), correlations=correlations_of(mode),
-                                      network_basis=bundle.spec.basis, commit=commit, buffer=buffer)
+                                      network_basis=bundle.spec.basis, commit=commit, buffer=buffer,
+                                      windows_of=windows_of)

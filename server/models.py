@@ -136,10 +136,14 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
         correlated_family = windowed_model(spec, True)
         for family in (windowed_model(spec, False, graphs_of=correlated_family.windowed), correlated_family):
             models[family.name] = family
+    shared: dict[tuple, object] = {}  # cutting recipe -> the first guided windowed decoder with it
     for bundle in bundles:
         if bundle.kind == "predecoder":
             for spec in any_length:
                 windowed = guided_windows(bundle, spec)
+                if windowed.cutter() in shared:  # e.g. a bundle and its 8-bit copy: one set of window matchers
+                    windowed = guided_windows(bundle, spec, windows_of=shared[windowed.cutter()])
+                shared.setdefault(windowed.cutter(), windowed)
                 name = guided_family_model_name(bundle.name, spec)
                 models[name] = ServedModel(name, bundle.kind, windowed.name, spec, None,
                                            [windowed.first_slice, windowed.bulk_slice, windowed.final_slice],

@@ -127,3 +127,17 @@ def test_served_any_length_guided_model_equals_in_process_bit_for_bit(bundle):
         client.close()
     finally:
         running.stop(grace=0)
+
+
+def test_two_networks_of_one_geometry_share_the_window_matchers(bundle, long_shots):
+    """predecoder-d5 and its 8-bit copy: one set of window matchers, each its own network's answers."""
+    events, _ = long_shots
+    float_model, int8_model = Bundle.load("predecoder-d5"), Bundle.load("predecoder-d5-int8")
+    first = guided_windows(float_model, FAMILY)
+    shared = guided_windows(int8_model, FAMILY, windows_of=first)
+    alone = guided_windows(int8_model, FAMILY)
+    answers = shared.decode_batch(events[:300], rounds=30)
+    assert shared._windows is first._windows and len(first._windows) > 0
+    assert np.array_equal(answers, alone.decode_batch(events[:300], rounds=30))
+    with pytest.raises(NqecError, match="windows_of must be"):
+        guided_windows(bundle, FAMILY, windows_of=first)  # predecoder-fpga: another network geometry
