@@ -170,7 +170,7 @@ def start_server(config: ServerConfig, models: dict[str, ServedModel] | None = N
     config.validate()
     if models is None:
         circuits = load_circuit_models(config.circuits, config.models_dir)  # --circuit NAME=FILE, read first
-        models = join_models(load_models(config.models_dir), circuits)
+        models = join_models(load_models(config.models_dir, any_length=config.any_length), circuits)
     metrics = ServerMetrics()
     interceptors = ([TokenAuth(config.token)] if config.token else []) + [MalformedRequests()]
     options = [("grpc.max_receive_message_length", config.max_message_bytes),

@@ -30,6 +30,7 @@ class ServerConfig:
     tls_key: str | None = None
     token: str | None = None
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    any_length: bool = True  # serve any-length (DecodeStream window) models; off: faster start, less memory
     adapt: bool = False  # matching models re-estimate their edge weights from the shots they decode
     adapt_shots: int = 100_000  # the estimate stands on about this many recent shots (exponential forgetting)
     adapt_every: int = 10_000  # re-estimate and swap the decoder after this many new shots

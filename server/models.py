@@ -112,10 +112,12 @@ def windowed_model(spec: CodeSpec, correlated: bool, graphs_of: SlidingWindowDec
 
 def load_models(models_dir: str | Path | None = None, shipped: bool = True,
                 matching_specs: tuple[CodeSpec, ...] = DEFAULT_MATCHING_SPECS,
-                any_length_specs: tuple[CodeSpec, ...] = DEFAULT_ANY_LENGTH_SPECS) -> dict[str, ServedModel]:
+                any_length_specs: tuple[CodeSpec, ...] = DEFAULT_ANY_LENGTH_SPECS,
+                any_length: bool = True) -> dict[str, ServedModel]:
     """Shipped bundles, bundles under ``models_dir`` and matching models, by served name: fixed-length
-    matching (both modes) for ``matching_specs`` and every bundle's spec, any-length matching (both
-    modes) for ``any_length_specs`` and every bundle's spec."""
+    matching (both modes) for ``matching_specs`` and every bundle's spec; unless ``any_length`` is
+    False, any-length matching (both modes) and each pre-decoder's windowed guided matching for
+    ``any_length_specs`` and every bundle's spec."""
     bundles = [Bundle.load(name) for name in shipped_models()] if shipped else []
     if models_dir is not None:
         bundles += [Bundle.load(path.parent) for path in sorted(Path(models_dir).glob(f"*/{MANIFEST}"))]
@@ -131,15 +133,15 @@ def load_models(models_dir: str | Path | None = None, shipped: bool = True,
             decoder = MatchingDecoder.from_spec(spec, correlations=correlated)
             name = matching_model_name(spec, correlated)
             models[name] = ServedModel(name, "matching", decoder.name, spec, decoder, detectors_per_round(spec), {})
-    any_length = {*any_length_specs, *(b.spec for b in bundles)}
-    for spec in any_length:
+    families = {*any_length_specs, *(b.spec for b in bundles)} if any_length else set()
+    for spec in families:
         correlated_family = windowed_model(spec, True)
         for family in (windowed_model(spec, False, graphs_of=correlated_family.windowed), correlated_family):
             models[family.name] = family
     shared: dict[tuple, object] = {}  # cutting recipe -> the first guided windowed decoder with it
     for bundle in bundles:
         if bundle.kind == "predecoder":
-            for spec in any_length:
+            for spec in families:
                 windowed = guided_windows(bundle, spec)
                 if windowed.cutter() in shared:  # e.g. a bundle and its 8-bit copy: one set of window matchers
                     windowed = guided_windows(bundle, spec, windows_of=shared[windowed.cutter()])

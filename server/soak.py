@@ -225,6 +225,9 @@ def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> l
     return dead
 
 
+FAST_START = ("--no-any-length",)  # the soak streams fixed-length models only
+
+
 def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
     """Run the soak against two fresh loopback replicas; returns the JSON-ready result and a table.
 
@@ -233,7 +236,8 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
     refs = references()
     context = multiprocessing.get_context("spawn")
     faults = {"second_server_refused": False, "replica_freezes": 0, "clients_killed": 0}
-    with local_server(ready=()) as (target, process), local_server(ready=()) as (replica_target, replica), \
+    with local_server(extra_args=FAST_START) as (target, process), \
+            local_server(extra_args=FAST_START) as (replica_target, replica), \
             _second_server(target) as second:
         probe = DecoderClient([target])
         for ref in refs:  # warm every model up before measuring memory

@@ -161,7 +161,7 @@ def shipped_server():
     from server.app import ServerConfig, start_server
     from server.models import load_models
 
-    server = start_server(ServerConfig(port=0), load_models(matching_specs=()))
+    server = start_server(ServerConfig(port=0), load_models(matching_specs=(), any_length_specs=()))
     yield f"127.0.0.1:{server.port}"
     server.stop(grace=0)
 
@@ -211,6 +211,7 @@ def test_serve_passes_every_option_to_its_server_config(monkeypatch):
     assert main(["serve"]) == 0 and configs[-1] == ServerConfig()
     assert main(["serve", "--stream-idle-s", "2.5", "--max-streams-per-client", "3", "--port", "0"]) == 0
     assert (configs[-1].stream_idle_s, configs[-1].max_streams_per_client, configs[-1].port) == (2.5, 3, 0)
+    assert main(["serve", "--no-any-length"]) == 0 and configs[-1].any_length is False
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -31,7 +31,7 @@ def test_a_frozen_replica_is_skipped_within_the_deadline(running, events):
     the replica was never marked down; a client not yet connected to it waited 20 s (gRPC's
     connect timeout) on a call without a deadline before failing over."""
     shots, live = events[:50], _target(running)
-    with local_server(ready=()) as (frozen, process):
+    with local_server(extra_args=("--no-any-length",)) as (frozen, process):
         client, fresh = DecoderClient([frozen, live]), DecoderClient([frozen, live])
         try:
             for _ in range(2):  # connected to both replicas

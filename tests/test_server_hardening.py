@@ -364,3 +364,17 @@ def test_close_answers_every_caller_and_stops_the_worker(events):
     assert not batcher.alive
     with pytest.raises(BatcherClosed):
         batcher.decode(events[:1])
+
+
+def test_no_any_length_serves_the_fixed_length_models_only():
+    from server.models import load_models as load
+
+    full = load(shipped=False, matching_specs=(SPEC,), any_length_specs=(SPEC,))
+    quick = load(shipped=False, matching_specs=(SPEC,), any_length_specs=(SPEC,), any_length=False)
+    assert any(model.windowed is not None for model in full.values())
+    assert set(quick) == {name for name, model in full.items() if model.windowed is None}
+    running = start_server(ServerConfig(port=0), quick)
+    try:
+        assert running.wait_ready(1) and not running.warmer._thread.is_alive()  # nothing to build
+    finally:
+        running.stop(grace=0)

@@ -28,6 +28,8 @@ def register(commands) -> None:
     serve = commands.add_parser("serve", help="run the gRPC decoding service")
     serve.add_argument("--models", dest="models_dir", metavar="MODELS", default=defaults.models_dir,
                        help="a folder of bundles to serve besides the shipped ones")
+    serve.add_argument("--no-any-length", dest="any_length", action="store_false",
+                       help="serve no any-length (DecodeStream window) models: a faster start, less memory")
     serve.add_argument("--host", default=defaults.host)
     serve.add_argument("--port", type=int, default=defaults.port, help="0..65535 (0: any free port)")
     serve.add_argument("--max-batch", type=positive_int, default=defaults.max_batch,
