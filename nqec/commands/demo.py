@@ -11,6 +11,7 @@ from decoder.errors import NqecError
 from nqec.commands.common import positive_int, progress, write_result
 
 HEADLINE = dict(distance=5, rounds=5, p=0.003)  # where the README's numbers are quoted
+HEADLINE_PIPELINE = ("guided-matching", "predecoder-d5-int8")  # the one the closing sentence is about
 BASELINES = ("matching", "matching-correlated")
 
 
@@ -105,11 +106,12 @@ def summary_table(rows: list[dict]):
 
 
 def headline_sentence(rows: list[dict]) -> str:
-    """One sentence on what the table shows: the best pipeline at the headline spec against both modes."""
-    headline = [row for row in rows if row["headline"] and row["model"]]
+    """One sentence on what the table shows: the headline pipeline (not the luckiest row: picking the
+    lowest LER among many would flatter it) against both modes at the headline spec."""
+    headline = [row for row in rows if row["headline"] and (row["decoder"], row["model"]) == HEADLINE_PIPELINE]
     if not headline:
-        return "No neural model runs at the headline spec: matching in both modes only."
-    best = min(headline, key=lambda row: row["ler"])
+        return "The headline pipeline is not shipped: matching in both modes only."
+    best = headline[0]
     plain, correlated = rows[:2]
     if not (plain["errors"] and correlated["errors"]):
         return f"Too few shots for ratios: a PyMatching mode made no logical error in {plain['shots']:,} shots."
