@@ -196,15 +196,16 @@ def test_fine_tuning_on_a_circuit_file_records_it_and_decodes_it(device_circuit,
     from nqec.cli import main
 
     out = tmp_path / "tuned"
-    assert main(["train", "predecoder", "--circuit", str(device_circuit), "--init-from", "predecoder-fpga",
+    assert main(["train", "predecoder", "--circuit", str(device_circuit), "--init-from", "predecoder-d5",
                  "--steps", "1", "--batch", "8", "--lr", "1e-12", "--val-every", "1", "--val-shots", "100",
                  "--threshold", "0.9", "--out", str(out)]) == 0
-    bundle, parent = Bundle.load(out), Bundle.load("predecoder-fpga")
+    bundle, parent = Bundle.load(out), Bundle.load("predecoder-d5")
     text = device_circuit.read_text()
     assert bundle.manifest["experiment"]["circuit_file"] == str(device_circuit)
     assert bundle.manifest["experiment"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
     assert bundle.manifest["circuit"] == str(CircuitSpec.from_file(device_circuit).circuit())
-    assert bundle.manifest["training"]["parent"]["bundle"] == "predecoder-fpga"
+    assert bundle.manifest["training"]["parent"]["bundle"] == "predecoder-d5"
+    assert bundle.manifest["training"]["config"]["size"] == "accurate"  # the start's size, not --size's default
     assert bundle.manifest["predecoder"]["directions"] == parent.manifest["predecoder"]["directions"]
     spec = CircuitSpec.from_file(device_circuit)
     inputs, _ = bundle.stim_inputs(20, 1, spec)

@@ -83,6 +83,8 @@ class PreDecoderTask(TrainingTask):
         start = Path(config.out) / "checkpoint.pt" if config.resume else Path(config.init_from or "")
         start = load_checkpoint(start) if start.is_file() else {}
         self.architecture = start.get("architecture") or pick_size(PREDECODER_SIZES, config.size)
+        # the recorded config names the size actually trained (a start's may differ from --size)
+        config.size = next((name for name, arch in PREDECODER_SIZES.items() if arch == self.architecture), "custom")
         self.window = self.architecture["window"]
         directions = tuple(tuple(d) for d in start["directions"]) if "directions" in start else None
         self.geometry = PreDecoderGeometry(config.specs()[0], directions)
