@@ -234,9 +234,7 @@ class Bundle:
         from decoder.transformer import TransformerPipeline
 
         if out_of_range == "error" and not spec.same_geometry(self.spec):
-            raise NqecError(f"model {self.name!r} was trained for d={self.spec.distance} r={self.spec.rounds} "
-                            f"{self.spec.basis.upper()}-basis; got d={spec.distance} r={spec.rounds} "
-                            f"{spec.basis.upper()}-basis")
+            raise NqecError(f"model {self.name!r} was trained for {self.spec.label()}; got {spec.label()}")
         return TransformerPipeline(spec, self.spec, runner, section["fallback_threshold"], correlations=correlations)
 
     def summary(self) -> dict:

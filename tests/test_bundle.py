@@ -166,3 +166,16 @@ def test_large_batches_split_over_the_cores_give_the_rows_in_order():
     whole = bundle.run(inputs)
     pieces = np.concatenate([bundle.run(inputs[i: i + 100]) for i in range(0, len(inputs), 100)])
     np.testing.assert_allclose(whole, pieces, atol=1e-5)
+
+
+def test_a_transformer_refuses_another_experiment_in_one_line(tmp_path):
+    """A circuit that is not its code (a repetition code: no basis, no distance) got an AttributeError."""
+    import stim
+
+    from decoder.experiment import CircuitSpec
+
+    path = tmp_path / "repetition.stim"
+    path.write_text(str(stim.Circuit.generated("repetition_code:memory", distance=3, rounds=3,
+                                               before_round_data_depolarization=0.01)))
+    with pytest.raises(NqecError, match="was trained for d=3 r=3 .* got repetition.stim"):
+        Bundle.load("transformer-d3").decoder(CircuitSpec.from_file(path))
