@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import functools
 import logging
-import queue
-import threading
 import time
 
 import grpc
@@ -21,12 +17,12 @@ from server.generated import decoder_pb2 as pb2
 from server.generated import decoder_pb2_grpc as pb2_grpc
 from server.metrics import ServerMetrics
 from server.models import ServedModel, model_info
+from server.stream_limits import Admission, PerClient, StreamIdle, StreamLedger, idle_limited
 from server.streams import StreamError, open_experiments
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_IN_MESSAGE = 64  # characters of a client-supplied name echoed in an error
-REMEMBERED_FAILURES = 4096  # ids of failed experiments a stream remembers, to say why their later rounds fail
 RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
@@ -51,142 +47,6 @@ class RequestError(Exception):
         self.code = code
 
 
-class _Admission:
-    """A counter with a ceiling: shots in flight, or open streams."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def take(self, amount: int = 1) -> bool:
-        with self._lock:
-            if self.value + amount > self.limit:
-                return False
-            self.value += amount
-            return True
-
-    def give(self, amount: int = 1) -> None:
-        with self._lock:
-            self.value -= amount
-
-
-class _PerClient:
-    """Open streams per client connection (gRPC peer), each capped at ``limit``."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.counts: collections.Counter = collections.Counter()
-        self._lock = threading.Lock()
-
-    def take(self, peer: str) -> bool:
-        with self._lock:
-            if self.counts[peer] >= self.limit:
-                return False
-            self.counts[peer] += 1
-            return True
-
-    def give(self, peer: str) -> None:
-        with self._lock:
-            self.counts[peer] -= 1
-            if not self.counts[peer]:
-                del self.counts[peer]
-
-
-class _StreamIdle(Exception):
-    """The client sent nothing for longer than the stream idle limit."""
-
-
-def _idle_limited(requests, idle_s: float):
-    """Yield the stream's requests, raising :class:`_StreamIdle` when none arrives within ``idle_s``.
-
-    A reader thread waits on gRPC's iterator; it ends with the call (gRPC ends the iterator)."""
-    inbox: queue.Queue = queue.Queue(maxsize=4)
-    stop = threading.Event()
-
-    def read():
-        try:
-            for request in requests:
-                while not stop.is_set():
-                    try:
-                        inbox.put(("request", request), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            inbox.put(("end", None))
-        except BaseException as exc:  # the call ended (cancelled, aborted) or a request was refused
-            inbox.put(("error", exc))
-
-    threading.Thread(target=read, name="stream-reader", daemon=True).start()
-    try:
-        while True:
-            try:
-                kind, value = inbox.get(timeout=idle_s)
-            except queue.Empty:
-                raise _StreamIdle() from None
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-
-
-@dataclasses.dataclass
-class _Open:
-    """An experiment (or block) open in a stream, with what it reserved."""
-
-    state: object
-    model_name: str
-    reserved_bytes: int
-
-
-class _StreamLedger:
-    """What one DecodeStream holds: open experiments and blocks, their memory and shots (reserved
-    when they open, released when they end), and the ids that failed (to name why later rounds fail)."""
-
-    def __init__(self, service: "DecoderService"):
-        self.service = service
-        self.open: dict[tuple[str, str], _Open] = {}
-        self.failed: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
-        self.bytes = 0
-        self.experiments = 0
-
-    def reserve(self, key: tuple[str, str], state, model_name: str) -> _Open:
-        service = self.service
-        if self.experiments + state.experiments > service.max_stream_experiments:
-            raise StreamError(f"would open {self.experiments + state.experiments:,} experiments in this stream, over "
-                              f"the server's limit of {service.max_stream_experiments:,}; finish some first")
-        if self.bytes + state.reserved_bytes > service.max_stream_bytes:
-            raise StreamError(f"needs {state.reserved_bytes:,} bytes of stream memory; this stream holds "
-                              f"{self.bytes:,} of its {service.max_stream_bytes:,}; finish some experiments first")
-        if not service.inflight_shots.take(state.experiments):
-            raise StreamError(f"server busy: {service.inflight_shots.value:,} shots in flight, the limit is "
-                              f"{service.inflight_shots.limit:,} (--max-inflight-shots); retry later")
-        self.bytes += state.reserved_bytes
-        self.experiments += state.experiments
-        self.open[key] = _Open(state, model_name, state.reserved_bytes)
-        return self.open[key]
-
-    def close(self, key: tuple[str, str], failure: str | None = None) -> None:
-        entry = self.open.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry.reserved_bytes
-            self.experiments -= entry.state.experiments
-            self.service.inflight_shots.give(entry.state.experiments)
-        if failure is not None:
-            self.failed[key] = failure
-            while len(self.failed) > REMEMBERED_FAILURES:
-                self.failed.popitem(last=False)
-
-    def close_all(self) -> None:
-        for key in list(self.open):
-            self.close(key)
-
-
 class DecoderService(pb2_grpc.DecoderServicer):
     """Validation, admission control (shots in flight, open streams), batching and streaming."""
 
@@ -195,9 +55,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
         self.models = models
         self.metrics = metrics
         self.max_shots = config.max_shots_per_request
-        self.inflight_shots = _Admission(config.max_inflight_shots)
-        self.open_streams = _Admission(config.max_streams)
-        self.client_streams = _PerClient(config.max_streams_per_client)
+        self.inflight_shots = Admission(config.max_inflight_shots)
+        self.open_streams = Admission(config.max_streams)
+        self.client_streams = PerClient(config.max_streams_per_client)
         self.stream_idle_s = config.stream_idle_s
         self.max_stream_bytes = config.max_stream_bytes
         self.max_stream_experiments = config.max_stream_experiments
@@ -308,8 +168,8 @@ class DecoderService(pb2_grpc.DecoderServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"this client already has {self.client_streams.limit} streams "
                 "open, the server's limit per client (--max-streams-per-client); close one or retry later"))
         try:
-            yield from self._stream(_idle_limited(request_iterator, self.stream_idle_s), context)
-        except _StreamIdle:
+            yield from self._stream(idle_limited(request_iterator, self.stream_idle_s), context)
+        except StreamIdle:
             self._fail(context, "DecodeStream", RequestError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"the stream sent nothing for {self.stream_idle_s:g} s, the server's "
                 "idle limit (--stream-idle-s): it was ended and its open experiments dropped"))
@@ -318,7 +178,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
             self.open_streams.give()
 
     def _stream(self, request_iterator, context):
-        ledger = _StreamLedger(self)
+        ledger = StreamLedger(self.inflight_shots, self.max_stream_bytes, self.max_stream_experiments)
         try:
             for request in request_iterator:
                 yield from self._stream_request(ledger, request, context)
@@ -331,7 +191,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         finally:
             ledger.close_all()
 
-    def _stream_request(self, ledger: _StreamLedger, request, context):
+    def _stream_request(self, ledger: StreamLedger, request, context):
         start = time.perf_counter()
         finished: dict[str, list] = {}
         results, block_results = [], []
@@ -362,7 +222,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
         return (f"the stream ended after {state.progress} of {what} {quoted(key)}: no answer "
                 "(mark its final round with last=true)")
 
-    def _add_round(self, ledger: _StreamLedger, finished: dict, what: str, key: str, model_name: str,
+    def _add_round(self, ledger: StreamLedger, finished: dict, what: str, key: str, model_name: str,
                    experiments: int, events: bytes, last: bool, stream_corrections: bool) -> list:
         """Record one round of an experiment (``experiments`` = 1) or a block. Returns the result
         messages it produced at once: an error (the experiment is then closed; its later rounds
@@ -402,7 +262,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
                 fields["stage"] = int(stage)
         return [message(**ident, **fields)]
 
-    def _open_entry(self, ledger: _StreamLedger, what: str, key: str, model_name: str, experiments: int,
+    def _open_entry(self, ledger: StreamLedger, what: str, key: str, model_name: str, experiments: int,
                     stream_corrections: bool):
         """The open experiment (or block) ``key``, opened now if this is its first round."""
         if not key:
@@ -442,7 +302,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
             raise StreamError(f"round {index}: padding bits past detector {size} must be zero")
         return packed
 
-    def _decode_finished(self, ledger: _StreamLedger, finished: dict[str, list], deadline, context):
+    def _decode_finished(self, ledger: StreamLedger, finished: dict[str, list], deadline, context):
         """Decode finished fixed-length experiments or blocks, one batch per model; yields
         ``(key, DecodeResult of its rows, decode seconds, error message)``. A decode refused for
         a passing reason (busy, deadline, shutdown) leaves them open: the last round can be sent again."""
