@@ -84,7 +84,8 @@ class EdgeTable:
         if layout is None:
             direction, directions = np.full(len(edge_obs), -1, dtype=np.int64), ()
         else:
-            direction, directions = _directions(pairs, layout, directions)
+            cells = np.stack([layout.t_index, layout.y_index, layout.x_index, layout.type_index], axis=1)
+            direction, directions = edge_directions(pairs, cells, directions)
         observables = np.zeros((len(edge_obs), dem.num_observables), dtype=bool)
         for index, obs in enumerate(edge_obs):
             observables[index, list(obs)] = True
@@ -151,20 +152,29 @@ class EdgeTable:
                                        shape=(self.num_edges, self.num_detectors))
 
 
-def _directions(pairs: np.ndarray, layout: Layout, directions: tuple[Direction, ...] | None
-                ) -> tuple[np.ndarray, tuple[Direction, ...]]:
+def edge_directions(pairs: np.ndarray, cells: np.ndarray, directions: tuple[Direction, ...] | None = None
+                    ) -> tuple[np.ndarray, tuple[Direction, ...]]:
     """Orient each edge from its earlier cell (``pairs`` reordered in place) and index its direction
-    in ``directions`` (-1 if absent; derived from the edges when None)."""
-    cell = np.stack([layout.t_index, layout.y_index, layout.x_index, layout.type_index], axis=1)
+    in ``directions`` (-1 if absent; derived from the edges when None). ``cells``: ``[detectors, 4]``,
+    each detector's ``(t, y, x, stabilizer type)``; a partner of -1 is the boundary.
+
+    Example:
+        >>> pairs = np.array([[1, 0], [0, -1]])
+        >>> cells = np.array([[0, 0, 0, 1], [1, 0, 0, 1]])  # detector 1 is one round after detector 0
+        >>> direction, found = edge_directions(pairs, cells)
+        >>> pairs.tolist(), [found[i] for i in direction]
+        ([[0, 1], [0, -1]], [(1, 1, 1, 0, 0), (1, 2, 0, 0, 0)])
+    """
     keys = []
     for index, (a, b) in enumerate(pairs):
-        if b >= 0 and tuple(cell[b]) < tuple(cell[a]):
-            pairs[index] = a, b = b, a
+        if b >= 0 and tuple(cells[b]) < tuple(cells[a]):
+            a, b = b, a
+            pairs[index] = a, b
         if b < 0:
-            keys.append((int(layout.type_index[a]), BOUNDARY, 0, 0, 0))
+            keys.append((int(cells[a, 3]), BOUNDARY, 0, 0, 0))
         else:
-            dt, dy, dx = (int(v) for v in cell[b, :3] - cell[a, :3])
-            keys.append((int(layout.type_index[a]), int(layout.type_index[b]), dt, dy, dx))
+            dt, dy, dx = (int(v) for v in cells[b, :3] - cells[a, :3])
+            keys.append((int(cells[a, 3]), int(cells[b, 3]), dt, dy, dx))
     if directions is None:
         directions = tuple(sorted(set(keys)))
     lookup = {key: i for i, key in enumerate(directions)}

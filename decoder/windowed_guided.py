@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import stim
 
-from decoder.edges import BOUNDARY, Direction, EdgeTable
+from decoder.edges import Direction, EdgeTable, edge_directions
 from decoder.errors import NqecError
 from decoder.guided import WeightedMatcher, conditional_weights, prior_logits
 from decoder.interface import Stage
@@ -133,21 +133,13 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
     def _logit_places(self, pairs: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window edges the network predicts (not those leaving at the open top) and the index
         of each one's logit in the window's ``[slices, D, H, W]`` logits."""
-        lookup = {direction: i for i, direction in enumerate(self.directions)}
-        top = len(cells)  # the detector standing for everything after the window
-        predictable, index = [], []
-        plane = self.height * self.width
-        for edge, (a, b) in enumerate(pairs):
-            if top in (a, b):
-                continue
-            if b >= 0 and (cells[b, 0], cells[b, 2], cells[b, 3], cells[b, 1]) < (cells[a, 0], cells[a, 2], cells[a, 3], cells[a, 1]):
-                a, b = b, a
-            t, kind, y, x = (int(v) for v in cells[a])
-            key = (kind, BOUNDARY, 0, 0, 0) if b < 0 else (kind, int(cells[b, 1]), *(int(v) for v in cells[b, [0, 2, 3]] - cells[a, [0, 2, 3]]))
-            if key in lookup:
-                predictable.append(edge)
-                index.append(((t * len(self.directions) + lookup[key]) * plane) + y * self.width + x)
-        return np.array(predictable, dtype=np.int64), np.array(index, dtype=np.int64)
+        inside = np.flatnonzero((pairs != len(cells)).all(axis=1))  # detector len(cells): the open top
+        oriented = pairs[inside].copy()
+        direction, _ = edge_directions(oriented, cells[:, [0, 2, 3, 1]], self.directions)  # (t, y, x, type)
+        known = direction >= 0
+        t, _, y, x = cells[oriented[known, 0]].T
+        index = ((t * len(self.directions) + direction[known]) * self.height + y) * self.width + x
+        return inside[known], index.astype(np.int64)
 
     def open(self, experiments: int = 1) -> "GuidedWindowedExperiments":
         if not self._prepared:
