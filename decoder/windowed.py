@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import threading
 import zlib
 
@@ -104,7 +105,7 @@ class WindowGraph:
     """A window's cut DEM (text) and its commit bookkeeping: what :meth:`SlidingWindowDecoder.cut_windows`
     computes, picklable, so another process can do the (pure-Python, GIL-holding) cutting."""
 
-    dem: str  # (zlib-compressed bytes while kept for later: see _packed)
+    dem: str
     carried: np.ndarray
     sizes: tuple[int, ...]
     cells: np.ndarray  # [window detectors, 4]: (slice in the window, stabilizer type, y, x) of each kept detector
@@ -113,13 +114,13 @@ class WindowGraph:
 WindowKey = tuple[bool, int, bool]  # (first, length in slices, final)
 
 
-def _packed(graph: WindowGraph) -> WindowGraph:
-    """The graph with its DEM text compressed (kept for a window built later)."""
-    return dataclasses.replace(graph, dem=zlib.compress(graph.dem.encode(), 1))
+def _packed(graph: WindowGraph) -> bytes:
+    """The graph, compressed (kept for a window built later)."""
+    return zlib.compress(pickle.dumps(graph), 1)
 
 
-def _unpacked(graph: WindowGraph) -> WindowGraph:
-    return dataclasses.replace(graph, dem=zlib.decompress(graph.dem).decode())
+def _unpacked(packed: bytes) -> WindowGraph:
+    return pickle.loads(zlib.decompress(packed))
 
 
 class SlidingWindowDecoder:
@@ -160,7 +161,7 @@ class SlidingWindowDecoder:
         self.num_observables = self._circuit(1).num_observables
         self._windows: dict[tuple[bool, int, bool], _Window] = {}
         self._windows_lock = threading.Lock()  # each window graph is built once, even by concurrent first calls
-        self._short_dems: dict[WindowKey, WindowGraph] = {}  # cut DEMs (compressed) of short experiments' windows
+        self._short_dems: dict[WindowKey, bytes] = {}  # short experiments' window graphs, compressed (_packed)
         self._prepare_lock = threading.Lock()
         self._prepared = False
 
