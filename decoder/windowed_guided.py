@@ -172,11 +172,13 @@ class GuidedWindowedExperiments(WindowedExperiments):
     def push(self, events: np.ndarray) -> np.ndarray | None:
         kind = 0 if self.next_slice == 0 else 1
         size = self.decoder.first_slice if kind == 0 else self.decoder.bulk_slice
-        self._remember(self._check(events, size), kind)
+        events = self._check(events, size)  # bool from here on: the base class checks it without a copy
+        self._remember(events, kind)
         return super().push(events)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
-        self._remember(self._check(final_events, self.decoder.final_slice), 2)
+        final_events = self._check(final_events, self.decoder.final_slice)
+        self._remember(final_events, 2)
         return super().finish(final_events)
 
     def _slice_logits(self, first: int, count: int) -> np.ndarray:
