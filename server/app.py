@@ -67,11 +67,23 @@ class MalformedRequests(grpc.ServerInterceptor):
     """Answers a request whose bytes are not a valid message with INVALID_ARGUMENT naming the
     expected message type (gRPC's own answer is INTERNAL, which reads as a server fault)."""
 
+    def __init__(self):
+        self._wrapped: dict[str, object] = {}  # method -> its tolerant handler, built on its first call
+
     def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None or not handler_call_details.method.startswith(
-                f"/{SERVICE_NAME}/"):
-            return handler
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None or handler.request_deserializer is None or not method.startswith(f"/{SERVICE_NAME}/"):
+                return handler  # other services, and unknown methods (never cached: clients choose them)
+            wrapped = self._wrapped[method] = self._tolerant(handler, method)
+        return wrapped
+
+    @staticmethod
+    def _tolerant(handler, method: str):
+        """``handler`` with a deserializer that marks bad bytes instead of raising, and behaviours that
+        answer such a request with INVALID_ARGUMENT."""
         parse = handler.request_deserializer
 
         def tolerant(data: bytes):
@@ -82,7 +94,7 @@ class MalformedRequests(grpc.ServerInterceptor):
 
         def refuse(context):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"the request is not a valid {handler_call_details.method.rsplit('/', 1)[-1]} request "
+                          f"the request is not a valid {method.rsplit('/', 1)[-1]} request "
                           f"message of nqec.v1 (see proto/decoder.proto)")
 
         if handler.unary_unary is not None:
