@@ -15,12 +15,14 @@ and the shot is matched again.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pymatching
 import scipy.sparse
+import stim
 
 from decoder.edges import Direction, EdgeTable
 from decoder.errors import NqecError
@@ -156,12 +158,36 @@ class GuidedMatchingPipeline(NetworkPipeline):
         super().__init__(spec, runner, directions, window, network_basis)
         self.mix = mix
         self.temperature = temperature
-        self.prior = prior_logits(spec.dem(), self.geometry.edges)
+        self.correlations = correlations
+        self._weigh(spec.dem())
+        self._start_network_thread()
+
+    def _weigh(self, dem: stim.DetectorErrorModel) -> None:
+        """Take the prior (and the correlated pass's conditional weights) from ``dem``."""
+        self.dem = dem
+        self.prior = prior_logits(dem, self.geometry.edges)
         self.matcher = WeightedMatcher(self.geometry.edges, -self.prior,
-                                       conditional_weights(spec.dem(), self.geometry.edges) if correlations else None)
-        # One thread, for this pipeline's life, runs the network on the next shots while matching runs.
+                                       conditional_weights(dem, self.geometry.edges) if self.correlations else None)
+
+    def _start_network_thread(self) -> None:
+        """One thread, for this pipeline's life, runs the network on the next shots while matching runs."""
         self._network_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nqec-guided-network")
         weakref.finalize(self, self._network_thread.shutdown, wait=False)
+
+    def with_dem(self, dem: stim.DetectorErrorModel) -> "GuidedMatchingPipeline":
+        """This pipeline with its prior taken from ``dem`` (e.g. one re-estimated from detection
+        events: :func:`decoder.noise_estimate.reweighted_dem`), which must have the structure of the
+        pipeline's DEM (the same error mechanisms on the same detectors; probabilities may differ).
+        The network, its geometry and the calibrated mix are shared; this pipeline is unchanged."""
+        if (dem.num_detectors, dem.num_observables, dem.num_errors) != \
+                (self.dem.num_detectors, self.dem.num_observables, self.dem.num_errors):
+            raise NqecError(f"expected a DEM with the structure of the pipeline's ({self.dem.num_detectors} detectors, "
+                            f"{self.dem.num_observables} observables, {self.dem.num_errors} error mechanisms), got "
+                            f"{dem.num_detectors}, {dem.num_observables} and {dem.num_errors}")
+        twin = copy.copy(self)
+        twin._weigh(dem)
+        twin._start_network_thread()
+        return twin
 
     def mixed_logits(self, network: np.ndarray, mix: float | None = None,
                      temperature: float | None = None) -> np.ndarray:

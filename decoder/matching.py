@@ -53,6 +53,10 @@ class MatchingDecoder(Decoder):
     def from_spec(cls, spec: CodeSpec, *, correlations: bool = False) -> "MatchingDecoder":
         return cls(spec.dem(), correlations=correlations)
 
+    def with_dem(self, dem: stim.DetectorErrorModel) -> "MatchingDecoder":
+        """Matching of ``dem`` (e.g. re-estimated from detection events) in this decoder's mode."""
+        return MatchingDecoder(dem, correlations=self.correlations)
+
     def decode_chunk(self, detection_events: np.ndarray) -> DecodeResult:
         packed = is_bit_packed(detection_events, self.num_detectors)
         shots = len(detection_events)

@@ -1,11 +1,13 @@
-"""Learn while serving (``nqec serve --adapt``): matching models follow the noise of the shots they decode.
+"""Learn while serving (``nqec serve --adapt``): matching and guided-matching models follow the noise
+of the shots they decode.
 
 After every successful decode the service hands the request's bit-packed detection events to
 :meth:`AdaptiveModel.observe`: a put on a queue bounded in shots (when it is full the shots are
 dropped and counted; nothing is computed on the caller's thread). One low-priority thread per model
 adds them to an :class:`EdgeAccumulator` that forgets exponentially (the estimate stands on about
 ``shots`` recent shots) and, every ``every`` new shots, estimates the edges, builds a decoder from
-the reweighted DEM and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
+the reweighted DEM (the decoder's ``with_dem``: matching of that DEM, or guided matching with that
+DEM as its prior, the network shared) and hands it to the model's batcher (:meth:`MicroBatcher.replace_decoder`): the
 next batch decodes with it, no batch sees two decoders, decoding never waits. After each step the
 thread rests 9x the CPU time the step took, so it holds at most ~10% of a core and of the GIL
 (a d=9 re-estimate takes ~0.5 s; adding a d=5 shot ~0.5 us, a quarter of decoding it): traffic
@@ -55,8 +57,14 @@ class AdaptMetrics:
                                    ["model"], registry=registry)
 
 
+def adapts(decoder) -> bool:
+    """Whether ``decoder`` can follow a re-estimated DEM: it decodes from a ``dem`` and builds its
+    twin on another one with ``with_dem`` (matching in either mode, guided matching)."""
+    return callable(getattr(decoder, "with_dem", None)) and hasattr(decoder, "dem")
+
+
 class AdaptiveModel:
-    """A served matching model's running edge estimate, its thread and its decoder swaps.
+    """A served model's running edge estimate, its thread and its decoder swaps (see :func:`adapts`).
 
     ``dem``: the DEM the model decodes with now (None until the first swap); ``summary()``: what
     ``GetModelInfo`` shows.
@@ -81,10 +89,11 @@ class AdaptiveModel:
 
     def __init__(self, model: ServedModel, batcher: MicroBatcher, *, shots: int, every: int,
                  metrics: AdaptMetrics | None = None):
-        if not isinstance(batcher.decoder, MatchingDecoder):
-            raise NqecError(f"model {model.name!r} decodes with {batcher.decoder.name}; only matching models adapt")
+        if not adapts(batcher.decoder):
+            raise NqecError(f"model {model.name!r} decodes with {batcher.decoder.name}; only matching and "
+                            f"guided-matching models adapt")
         self.model, self.batcher, self.every = model, batcher, every
-        self.correlations = batcher.decoder.correlations
+        self.static = batcher.decoder  # every swapped-in decoder is its twin on a new DEM
         self.nominal = batcher.decoder.dem
         self.accumulator = EdgeAccumulator(self.nominal, half_life=shots * math.log(2))  # about `shots` effective
         self.dem = None
@@ -180,9 +189,9 @@ class AdaptiveModel:
                     self._inbox.get_nowait()
 
     def _swap(self, estimate: EdgeEstimate) -> None:
-        """Build matching on the reweighted DEM (off the hot path) and hand it to the batcher."""
+        """Build the decoder's twin on the reweighted DEM (off the hot path) and hand it to the batcher."""
         dem = reweighted_dem(self.nominal, estimate)
-        self.batcher.replace_decoder(MatchingDecoder(dem, correlations=self.correlations))
+        self.batcher.replace_decoder(self.static.with_dem(dem))
         self.dem = dem
         self.updates += 1
         ratio = estimate.p / np.maximum(estimate.nominal, MIN_PROBABILITY)
@@ -196,12 +205,12 @@ class AdaptiveModel:
 
 def start_adapters(models: dict[str, ServedModel], batchers: dict[str, MicroBatcher], registry, *,
                    shots: int, every: int) -> dict[str, AdaptiveModel]:
-    """An :class:`AdaptiveModel` for every served model whose batcher decodes with matching (one
+    """An :class:`AdaptiveModel` for every served model whose batcher's decoder :func:`adapts` (one
     whose DEM cannot be estimated is served as it is, with a log line)."""
     metrics = AdaptMetrics(registry)
     adapters = {}
     for name, batcher in batchers.items():
-        if isinstance(batcher.decoder, MatchingDecoder):
+        if adapts(batcher.decoder):
             try:
                 adapters[name] = AdaptiveModel(models[name], batcher, shots=shots, every=every, metrics=metrics)
             except NqecError as exc:  # e.g. a user's circuit whose DEM has no matching graph to estimate

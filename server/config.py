@@ -31,7 +31,7 @@ class ServerConfig:
     token: str | None = None
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     any_length: bool = True  # serve any-length (DecodeStream window) models; off: faster start, less memory
-    adapt: bool = False  # matching models re-estimate their edge weights from the shots they decode
+    adapt: bool = False  # matching and guided models re-estimate edge weights from the shots they decode
     adapt_shots: int = 100_000  # the estimate stands on about this many recent shots (exponential forgetting)
     adapt_every: int = 10_000  # re-estimate and swap the decoder after this many new shots
     circuits: list[str] = dataclasses.field(default_factory=list)  # "NAME=FILE.stim": models of the user's circuits

@@ -293,3 +293,51 @@ def test_bench_drift_is_the_one_drift_bench(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["noise", "drift"])
     assert exit_.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def guided():
+    from decoder.bundle import Bundle
+
+    return Bundle.load("predecoder-fpga").decoder(pipeline="guided-matching")
+
+
+def test_guided_matching_with_the_true_dem_as_prior_beats_the_nominal_prior_on_a_hot_spot(guided):
+    """Same 40,000 drifted shots (d=5 predecoder-fpga, correlated: 183 errors with the nominal prior, 152 with
+    the true DEM); tolerance: the true prior at most 0.9x the nominal's errors. ``with_dem`` leaves the
+    pipeline it was called on as it was, and shares its network."""
+    events, observables = drifted_shots(40_000, seed=8)
+    nominal_answers = guided.decode_batch(events)
+    informed = guided.with_dem(TRUE_DEM)
+    errors = {name: int((answers != observables).any(axis=1).sum())
+              for name, answers in (("nominal", nominal_answers), ("true", informed.decode_batch(events)))}
+    assert errors["nominal"] > 100 and errors["true"] <= 0.9 * errors["nominal"], errors
+    assert np.array_equal(guided.decode_batch(events[:5000]), nominal_answers[:5000])
+    assert informed.runner is guided.runner and informed.dem is TRUE_DEM and guided.dem is not TRUE_DEM
+
+
+def test_guided_with_dem_refuses_a_dem_of_another_structure(guided):
+    with pytest.raises(NqecError, match="expected a DEM with the structure of the pipeline's .120 detectors"):
+        guided.with_dem(CodeSpec(3, 3, 0.003).dem())
+
+
+def test_a_served_guided_model_adapts_its_prior_and_answers_as_its_twin_on_that_dem(guided):
+    """A guided-matching model with --adapt swaps in its twin on the re-estimated DEM: after a swap its
+    answers are the in-process pipeline's with that DEM as prior, and differ from the nominal's."""
+    name = "predecoder-fpga-guided"
+    model = ServedModel(name, "predecoder", guided.name, SPEC, guided, detectors_per_round(SPEC), {})
+    running = start_server(ServerConfig(port=0, adapt=True, adapt_shots=20_000, adapt_every=10_000), {name: model})
+    try:
+        with DecoderClient([f"127.0.0.1:{running.port}"]) as client:
+            events, _ = drifted_shots(20_000, seed=9)
+            for start in range(0, len(events), REQUEST):
+                client.decode(name, events[start: start + REQUEST])
+            wait_for(lambda: adapt_info(client, name)["updates"] >= 2, timeout=60)
+            adapter = running.service.adapters[name]
+            adapter.close()
+            test, _ = drifted_shots(20_000, seed=10)
+            answers, _, _ = client.decode(name, test)
+            assert np.array_equal(answers, guided.with_dem(adapter.dem).decode_batch(test))
+            assert not np.array_equal(answers, guided.decode_batch(test))
+    finally:
+        running.stop(grace=1)

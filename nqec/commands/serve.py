@@ -52,7 +52,7 @@ def register(commands) -> None:
     serve.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
                        help="serve Prometheus /metrics on this port (default: no metrics listener)")
     serve.add_argument("--adapt", action="store_true", default=defaults.adapt,
-                       help="matching models re-estimate their edge weights from the shots they decode and swap "
+                       help="matching and guided-matching models re-estimate their edge weights from the shots they decode and swap "
                             "them in while serving (GetModelInfo's metrics_json shows the estimate)")
     serve.add_argument("--adapt-shots", type=int, default=defaults.adapt_shots, metavar="N",
                        help=f"--adapt: the estimate stands on about N recent shots (default {defaults.adapt_shots:,})")
