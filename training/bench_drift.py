@@ -136,7 +136,7 @@ def estimation_report(dem: stim.DetectorErrorModel, truth: stim.DetectorErrorMod
             "top_moved_fraction": float(np.mean([moved[row["edge"]] for row in rows])), "top_departures": rows}
 
 
-def _errors(decoder: MatchingDecoder, events: np.ndarray, observables: np.ndarray) -> np.ndarray:
+def _errors(decoder, events: np.ndarray, observables: np.ndarray) -> np.ndarray:
     return (decoder.decode_batch(events) != observables).any(axis=1)
 
 
@@ -154,8 +154,11 @@ def paired_ratio(wrong: np.ndarray, reference: np.ndarray, *, resamples: int = 2
     return {"ratio": (both + only_a) / max(both + only_b, 1), "ratio_95": [float(v) for v in np.quantile(ratios, [0.025, 0.975])]}
 
 
-def compare_dems(spec, drift: Drift, *, train_shots: int = 100_000, test_shots: int = 100_000, seed: int = 0) -> dict:
-    """Matching (both modes) from the nominal, the estimated and the true DEM on the same drifted shots.
+def compare_dems(spec, drift: Drift, *, train_shots: int = 100_000, test_shots: int = 100_000, seed: int = 0,
+                 model: str | None = None) -> dict:
+    """Matching (both modes) from the nominal, the estimated and the true DEM on the same drifted shots,
+    and with ``model`` (a pre-decoder bundle) guided matching with each DEM as its prior (key
+    ``guided MODEL``; its calibrated matching mode).
 
     The estimate is learned from ``train_shots`` detection events of the drifted circuit (seed
     ``seed``) and tested on ``test_shots`` fresh ones (seed ``seed + 1``).
@@ -172,12 +175,19 @@ def compare_dems(spec, drift: Drift, *, train_shots: int = 100_000, test_shots: 
     estimate = estimate_edges(dem, circuit.compile_detector_sampler(seed=seed).sample(train_shots, bit_packed=True))
     dems = {"nominal": dem, "estimated": reweighted_dem(dem, estimate), "true": truth}
     events, observables = circuit.compile_detector_sampler(seed=seed + 1).sample(test_shots, separate_observables=True)
+    families = {mode: lambda d, mode=mode: MatchingDecoder(d, correlations=mode == "correlated")
+                for mode in ("uncorrelated", "correlated")}
+    if model is not None:
+        from decoder.bundle import Bundle
+        from decoder.experiment import with_dem
+
+        bundle = Bundle.load(model)
+        families[f"guided {model}"] = lambda d: bundle.decoder(with_dem(spec, d), pipeline="guided-matching")
     decoders = {}
-    for mode in ("uncorrelated", "correlated"):
-        wrong = {name: _errors(MatchingDecoder(d, correlations=mode == "correlated"), events, observables)
-                 for name, d in dems.items()}
-        decoders[mode] = {name: {**_rate(w), "vs_true": paired_ratio(w, wrong["true"], seed=seed)}
-                          for name, w in wrong.items()}
+    for family, build in families.items():
+        wrong = {name: _errors(build(d), events, observables) for name, d in dems.items()}
+        decoders[family] = {name: {**_rate(w), "vs_true": paired_ratio(w, wrong["true"], seed=seed)}
+                            for name, w in wrong.items()}
     return {"spec": spec.to_dict(), "drift": dataclasses.asdict(drift), "train_shots": train_shots,
             "test_shots": test_shots, "seed": seed, "decoders": decoders,
             "estimation": estimation_report(dem, truth, estimate)}
