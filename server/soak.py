@@ -7,7 +7,8 @@ same shots. Faults meanwhile: the second replica is frozen (SIGSTOP) for a while
 again; a client process is killed in the middle of a 65,536-shot request, again and again; a
 second server tries to start on the first one's port and must be refused. Afterwards every
 model of both replicas must still answer correctly and report SERVING. Load goes to 127.0.0.1
-only and stops by itself after ``seconds``.
+only and stops by itself after ``seconds``. With ``adapt`` the replicas run ``--adapt`` and the
+models that adapt decode a drifted device, judged by their logical errors (server/soak_adapt.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from decoder.spec import CodeSpec
 from server.bench import local_server
 from server.client import DecoderClient
 from server.generated import decoder_pb2 as pb2
+from server import soak_adapt
+from server.adapt import adapts
 from server.models import detectors_per_round, matching_model_name
 
 MATCHING_SPEC = CodeSpec(5, 5, 0.003)
@@ -56,10 +59,13 @@ class Reference:
     expected: np.ndarray  # bool [shots, observables]
     detectors_per_round: list[int]
     neural: bool
+    truth: np.ndarray | None = None  # bool [shots, observables]: the real flips, for a model that adapts
 
 
-def references() -> list[Reference]:
-    """Matching in both modes at d=5 and every shipped bundle at its own spec."""
+def references(adapt: bool = False) -> tuple[list[Reference], dict]:
+    """Matching in both modes at d=5 and every shipped bundle at its own spec; with ``adapt``, the
+    shots of the models that adapt come from the drifted device. Also returns, for those models,
+    ``name -> (spec, in-process decoder)`` (empty without ``adapt``)."""
     jobs = [(matching_model_name(MATCHING_SPEC), MATCHING_SPEC, build_decoder("matching", MATCHING_SPEC), False),
             (matching_model_name(MATCHING_SPEC, True), MATCHING_SPEC,
              build_decoder("matching-correlated", MATCHING_SPEC), False)]
@@ -68,11 +74,16 @@ def references() -> list[Reference]:
         jobs.append((name, bundle.spec, bundle.decoder(), True))
     guided = Bundle.load(GUIDED)
     jobs.append((f"{GUIDED}-guided", guided.spec, guided.decoder(pipeline="guided-matching"), True))
-    refs = []
+    refs, adapting = [], {}
     for seed, (model, spec, decoder, neural) in enumerate(jobs):
-        events = spec.circuit().compile_detector_sampler(seed=seed).sample(SHOTS_PER_MODEL, bit_packed=True)
-        refs.append(Reference(model, events, decoder.decode_batch(events), detectors_per_round(spec), neural))
-    return refs
+        truth = None
+        if adapt and adapts(decoder):
+            events, truth = soak_adapt.drifted_shots(spec, soak_adapt.POOL_SHOTS, seed)
+            adapting[model] = (spec, decoder)
+        else:
+            events = spec.circuit().compile_detector_sampler(seed=seed).sample(SHOTS_PER_MODEL, bit_packed=True)
+        refs.append(Reference(model, events, decoder.decode_batch(events), detectors_per_round(spec), neural, truth))
+    return refs, adapting
 
 
 def _block_requests(ref: Reference, rows: slice, block_id: str):
@@ -91,6 +102,7 @@ def _client_loop(targets: list[str], refs: list[Reference], seconds: float, seed
     neural = [r for r in refs if r.neural]
     codes: collections.Counter = collections.Counter()
     wrong = calls = 0
+    adapting_errors = {r.model: [0, 0] for r in refs if r.truth is not None}  # [server's, nominal decoder's]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         kind = TRAFFIC[rng.integers(len(TRAFFIC))]
@@ -98,7 +110,7 @@ def _client_loop(targets: list[str], refs: list[Reference], seconds: float, seed
         if kind == "large_neural":
             ref = neural[rng.integers(len(neural))]
         size = {"large_neural": SHOTS_PER_MODEL, "stream_block": 64}.get(kind, int(rng.integers(1, 257)))
-        start = int(rng.integers(0, SHOTS_PER_MODEL - size + 1))
+        start = int(rng.integers(0, len(ref.events) - size + 1))
         rows = slice(start, start + size)
         calls += 1
         try:
@@ -121,11 +133,15 @@ def _client_loop(targets: list[str], refs: list[Reference], seconds: float, seed
                 timeout = {"short_deadline": float(rng.uniform(0.0005, 0.005)), "large_neural": 0.3}.get(kind, 10.0)
                 flips, _, _ = client.decode(ref.model, ref.events[rows], timeout=timeout)
             codes["OK"] += 1
-            wrong += int(np.any(flips != ref.expected[rows], axis=1).sum())
+            if ref.truth is None:
+                wrong += int(np.any(flips != ref.expected[rows], axis=1).sum())
+            else:  # the server's decoder changes as it learns: count logical errors instead
+                adapting_errors[ref.model][0] += int(np.any(flips != ref.truth[rows], axis=1).sum())
+                adapting_errors[ref.model][1] += int(np.any(ref.expected[rows] != ref.truth[rows], axis=1).sum())
         except grpc.RpcError as exc:
             codes[exc.code().name] += 1
     client.close()
-    queue.put({"codes": dict(codes), "wrong": wrong, "calls": calls})
+    queue.put({"codes": dict(codes), "wrong": wrong, "calls": calls, "adapting_errors": adapting_errors})
 
 
 def _killed_client(target: str, ref: Reference, ready) -> None:
@@ -210,7 +226,8 @@ def _p99_ms(client: DecoderClient, ref: Reference, seconds: float) -> float:
 
 
 def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> list[str]:
-    """Models that, after the load, fail to answer 64 shots correctly or do not report SERVING."""
+    """Models that, after the load, fail to answer 64 shots correctly (a model that adapts: at all) or
+    do not report SERVING."""
     dead = []
     with grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -218,7 +235,9 @@ def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> l
             try:
                 flips, _, _ = client.decode(ref.model, ref.events[:64], timeout=10)
                 status = health.Check(health_pb2.HealthCheckRequest(service=ref.model), timeout=5).status
-                if not np.array_equal(flips, ref.expected[:64]) or status != health_pb2.HealthCheckResponse.SERVING:
+                right = flips.shape == ref.expected[:64].shape if ref.truth is not None else \
+                    np.array_equal(flips, ref.expected[:64])
+                if not right or status != health_pb2.HealthCheckResponse.SERVING:
                     dead.append(ref.model)
             except grpc.RpcError:
                 dead.append(ref.model)
@@ -228,20 +247,22 @@ def _dead_models(target: str, client: DecoderClient, refs: list[Reference]) -> l
 FAST_START = ("--no-any-length",)  # the soak streams fixed-length models only
 
 
-def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
+def soak(seconds: float, clients: int = 4, seed: int = 0, adapt: bool = False) -> tuple[dict, Table]:
     """Run the soak against two fresh loopback replicas; returns the JSON-ready result and a table.
 
     ``result["failures"]`` names every check that failed (wrong answers, dead models, a second
-    server that started on a used port); empty when the soak passed."""
-    refs = references()
+    server that started on a used port; with ``adapt``, adapting models worse than the nominal
+    decoder over the run or than the true DEM after it); empty when the soak passed."""
+    refs, adapting = references(adapt)
     context = multiprocessing.get_context("spawn")
     faults = {"second_server_refused": False, "replica_freezes": 0, "clients_killed": 0}
-    with local_server(extra_args=FAST_START) as (target, process), \
-            local_server(extra_args=FAST_START) as (replica_target, replica), \
+    server_args = FAST_START + (soak_adapt.server_args() if adapt else ())
+    with local_server(extra_args=server_args) as (target, process), \
+            local_server(extra_args=server_args) as (replica_target, replica), \
             _second_server(target) as second:
         probe = DecoderClient([target])
         for ref in refs:  # warm every model up before measuring memory
-            probe.decode(ref.model, ref.events[:SHOTS_PER_MODEL])
+            probe.decode(ref.model, ref.events[:SHOTS_PER_MODEL], timeout=60)
         rss_start = _rss_mb(process.pid)
         p99_before = _p99_ms(probe, refs[0], min(2.0, seconds / 4))
         queue = context.Queue()
@@ -263,10 +284,15 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
         with DecoderClient([replica_target]) as replica_probe:
             dead += [f"replica {name}" for name in _dead_models(replica_target, replica_probe, refs)]
         rss_end = _rss_mb(process.pid)
+        recovered = soak_adapt.recovery(probe, adapting, seed + 1000) if adapt else {}
         probe.close()
     codes: collections.Counter = collections.Counter()
+    run_errors = {model: [0, 0] for model in adapting}
     for tally in tallies:
         codes.update(tally["codes"])
+        for model, (server_errors, nominal_errors) in tally["adapting_errors"].items():
+            run_errors[model][0] += server_errors
+            run_errors[model][1] += nominal_errors
     result = {
         "seconds": seconds, "clients": clients, "seed": seed, "models": [r.model for r in refs],
         "calls": sum(t["calls"] for t in tallies), "wrong_answers": sum(t["wrong"] for t in tallies),
@@ -275,10 +301,15 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
         "matching_d5_p99_before_ms": p99_before, "matching_d5_p99_during_ms": p99_during,
         "machine": f"{platform.node()} ({platform.machine()})", **faults,
     }
+    if adapt:
+        result["adapt"] = {"server_args": list(soak_adapt.server_args()), "drift": dataclasses.asdict(soak_adapt.DRIFT),
+                           "run_errors": {m: {"server": s, "nominal": n} for m, (s, n) in run_errors.items()},
+                           "recovery": recovered}
     result["failures"] = [failure for failure, failed in (
         (f"{result['wrong_answers']} wrong answers", result["wrong_answers"]),
         (f"dead models: {', '.join(dead)}", dead),
         ("a second server started on the port in use", not faults["second_server_refused"])) if failed]
+    result["failures"] += soak_adapt.failures(run_errors, recovered)
     table = Table(title=f"nqec bench soak: {seconds:g} s, {clients} client processes, two replicas on 127.0.0.1")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -290,6 +321,13 @@ def soak(seconds: float, clients: int = 4, seed: int = 0) -> tuple[dict, Table]:
                          ("server RSS start -> end (MB)", f"{rss_start:,.0f} -> {rss_end:,.0f}"),
                          ("matching-d5 single-shot p99 before / during (ms)", f"{p99_before:.2f} / {p99_during:.2f}")):
         table.add_row(label, value)
+    for model, (server_errors, nominal_errors) in run_errors.items():  # --adapt: the drifted device's models
+        row = recovered[model]
+        low, high = row["vs_true_dem"]["ratio_95"]
+        table.add_row(f"{model} (adapting)", "")
+        table.add_row("  errors over the run: server / nominal DEM", f"{server_errors} / {nominal_errors}")
+        table.add_row("  afterwards, errors ÷ true DEM's (95%)", f"{row['vs_true_dem']['ratio']:.2f}x [{low:.2f}, {high:.2f}]")
+        table.add_row("  the nominal DEM's ÷ true DEM's", f"{row['nominal_vs_true_dem']['ratio']:.2f}x")
     for code, count in sorted(codes.items(), key=lambda item: -item[1]):
         table.add_row(f"status {code}", f"{count:,}")
     return result, table

@@ -111,7 +111,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     from server.soak import soak
     from training.report import command_line
 
-    result, table = soak(args.seconds, args.clients, args.seed)
+    result, table = soak(args.seconds, args.clients, args.seed, adapt=args.adapt)
     result["command"] = command_line()
     emit(table, result, args.json)
     return 0 if result["wrong_answers"] == 0 and result["dead_models"] == 0 and not result["failures"] else 1
@@ -223,5 +223,8 @@ def register(commands) -> None:
     soak.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     soak.add_argument("--clients", type=positive_int, default=4, help="client processes")
     soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--adapt", action="store_true",
+                      help="replicas run --adapt; the models that adapt decode a drifted device (a hot spot) and are "
+                           "judged by logical errors: over the run vs nominal, after it vs the true DEM")
     soak.add_argument("--json", default=None)
     soak.set_defaults(func=cmd_bench_soak)
