@@ -18,7 +18,8 @@ debian = command -v $(1) >/dev/null || $(SUDO) apt-get install -y -qq --no-insta
 .PHONY: test demo install reference clean fpga-export fpga-csim fpga-synth fpga-cosim fpga-bitstream fpga-report \
 	fpga-tools fpga-rtl fpga-rtlsim fpga-yosys
 
-$(STAMP): pyproject.toml setup.py proto/decoder.proto decoder/weighted_matching.cc
+$(STAMP): pyproject.toml setup.py proto/decoder.proto decoder/weighted_matching.cc decoder/window_loop.cc \
+		decoder/pymatching_stim/stim.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The pinned CPU torch first (local wheel on these machines), then the project.

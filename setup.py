@@ -1,5 +1,5 @@
-"""Build steps beyond pyproject.toml: the gRPC stubs (grpcio-tools) and the per-shot weighted
-matcher ``decoder._weighted_matching`` (C++, on PyMatching's sparse-blossom sources)."""
+"""Build steps beyond pyproject.toml: the gRPC stubs (grpcio-tools) and ``decoder._weighted_matching``
+(C++ on PyMatching's sparse-blossom sources: the per-shot weighted matcher and the sliding-window loop)."""
 
 import os
 import subprocess
@@ -20,7 +20,13 @@ GENERATED = ROOT / "server" / "generated"
 # The PyMatching release whose sparse-blossom sources the weighted matcher compiles in (its sdist,
 # fetched once into build/): the matcher uses its internal C++ API, so the version is pinned here.
 PYMATCHING_RELEASE = "2.4.0"
-PYMATCHING_DIRS = ["flooder", "flooder_matcher_interop", "matcher", "search", "tracker"]
+# its folders compiled in (under src/pymatching/): the matcher, and the driver that builds a matching graph
+# from a DEM's error instructions (the window loop's graphs; rand: the driver's noise sampler, linked in)
+PYMATCHING_DIRS = ["sparse_blossom/flooder", "sparse_blossom/flooder_matcher_interop", "sparse_blossom/matcher",
+                   "sparse_blossom/search", "sparse_blossom/tracker", "sparse_blossom/driver", "rand"]
+PYMATCHING_SKIPPED = (".test.cc", ".perf.cc", ".pybind.cc", "namespaced_main.cc")  # tests, benchmarks, bindings, CLI
+# the few Stim declarations the driver reads, over a DEM flattened in Python (Stim itself is not compiled)
+STIM_STAND_IN = "decoder/pymatching_stim"
 
 
 def generate_stubs() -> None:
@@ -60,7 +66,7 @@ class BuildWithStubs(build_py):
 
 
 class BuildWithPyMatching(build_ext):
-    """Compiles the weighted matcher together with PyMatching's sparse blossom, on every core."""
+    """Compiles the weighted matcher and the window loop together with PyMatching's sparse blossom, on every core."""
 
     def finalize_options(self):
         super().finalize_options()
@@ -69,14 +75,15 @@ class BuildWithPyMatching(build_ext):
     def run(self):
         sources = pymatching_sources()
         blossom = sorted(str(path) for folder in PYMATCHING_DIRS
-                         for path in (sources / "pymatching" / "sparse_blossom" / folder).glob("*.cc")
-                         if not path.name.endswith((".test.cc", ".perf.cc", ".pybind.cc")))
+                         for path in (sources / "pymatching" / folder).glob("*.cc")
+                         if not path.name.endswith(PYMATCHING_SKIPPED))
         for extension in self.extensions:
             extension.sources += blossom
-            extension.include_dirs.append(str(sources))
+            extension.include_dirs += [str(sources), STIM_STAND_IN]
         super().run()
 
 
 setup(cmdclass={"build_py": BuildWithStubs, "build_ext": BuildWithPyMatching},
-      ext_modules=[Pybind11Extension("decoder._weighted_matching", ["decoder/weighted_matching.cc"], cxx_std=20,
+      ext_modules=[Pybind11Extension("decoder._weighted_matching",
+                                     ["decoder/weighted_matching.cc", "decoder/window_loop.cc"], cxx_std=20,
                                      extra_compile_args=["-O2"])])

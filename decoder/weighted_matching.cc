@@ -377,8 +377,11 @@ class WeightedMatching {
 
 }  // namespace
 
+void register_window_loop(py::module_& m);  // decoder/window_loop.cc
+
 PYBIND11_MODULE(_weighted_matching, m) {
-    m.doc() = "Minimum-weight perfect matching with per-shot edge weights (PyMatching's sparse blossom).";
+    m.doc() = "Minimum-weight perfect matching with per-shot edge weights, and the sliding-window loop "
+              "(PyMatching's sparse blossom).";
     py::class_<WeightedMatching>(m, "WeightedMatching")
         .def(py::init<size_t, py::array_t<int64_t, py::array::c_style | py::array::forcecast>,
                       py::array_t<uint64_t, py::array::c_style | py::array::forcecast>,
@@ -392,4 +395,5 @@ PYBIND11_MODULE(_weighted_matching, m) {
         .def_property_readonly("num_edges", &WeightedMatching::num_edges)
         .def("decode_batch", &WeightedMatching::decode_batch, py::arg("events"), py::arg("weights"))
         .def("decode_edges_batch", &WeightedMatching::decode_edges_batch, py::arg("events"), py::arg("weights"));
+    register_window_loop(m);
 }
