@@ -8,7 +8,9 @@ edge, the edge's probability follows from the detectors' rates and their covaria
 
 and a detector's boundary edge is what its pair edges leave unexplained of its rate,
 ``1 - 2<x_i> = (1 - 2 p_iB) prod_j (1 - 2 p_ij)``. Only the pairs that share a DEM edge are
-counted (bit-packed AND + popcount over chunks of shots, bounded memory). Standard errors come
+counted, and one pair across the X and Z pieces of each decomposed mechanism (a Y error), which
+sets that mechanism apart from the single-piece ones on the same edges (bit-packed AND + popcount
+over chunks of shots, bounded memory). Standard errors come
 from a delete-one-block jackknife: shots are dealt round-robin to ``blocks`` groups.
 
 The reweighted DEM keeps the nominal DEM's structure (every error with the same detectors,
@@ -60,20 +62,25 @@ class DemGraph:
     mechanism_p: np.ndarray  # [M] the DEM's probabilities
     coordinates: np.ndarray  # [E, 2, C] detector coordinates of each end (NaN for the boundary)
     num_detectors: int
+    cross_pairs: np.ndarray  # [C, 2] one detector pair across the pieces of each decomposed mechanism (X-Z)
 
     @classmethod
     def from_dem(cls, dem: stim.DetectorErrorModel) -> "DemGraph":
         edge_ids: dict[tuple[int, ...], int] = {}
-        rows, cols, probabilities = [], [], []
+        rows, cols, probabilities, crossing = [], [], [], set()
         for inst in dem.flattened():
             if inst.type != "error":
                 continue
+            pieces = []
             for component in error_components(inst.targets_copy()):
                 dets = tuple(sorted(t.val for t in component if t.is_relative_detector_id()))
                 if not 1 <= len(dets) <= 2:
                     raise NqecError(f"DEM error {inst} is not graphlike; build the DEM with decompose_errors=True")
                 rows.append(len(probabilities))
                 cols.append(edge_ids.setdefault(dets, len(edge_ids)))
+                pieces.append(dets)
+            if len(pieces) >= 2 and not set(pieces[0]) & set(pieces[1]):
+                crossing.add((min(pieces[0][0], pieces[1][0]), max(pieces[0][0], pieces[1][0])))
             probabilities.append(inst.args_copy()[0])
         detectors = np.full((len(edge_ids), 2), -1, dtype=np.int64)
         for dets, index in edge_ids.items():
@@ -85,7 +92,9 @@ class DemGraph:
         table = np.full((dem.num_detectors + 1, max(width, 1)), np.nan)
         for det, coords in known.items():
             table[det, : len(coords)] = coords
-        return cls(detectors, matrix, np.array(probabilities, dtype=np.float64), table[detectors], dem.num_detectors)
+        cross = np.array(sorted(crossing - set(edge_ids)), dtype=np.int64).reshape(-1, 2)
+        return cls(detectors, matrix, np.array(probabilities, dtype=np.float64), table[detectors], dem.num_detectors,
+                   cross)
 
     @property
     def num_edges(self) -> int:
@@ -106,11 +115,17 @@ class DemGraph:
         return flips
 
     @functools.cached_property
+    def pairs(self) -> np.ndarray:
+        """``[P, 2]``: the detector pairs whose correlations the estimator measures: every pair edge
+        (in edge order), then the :attr:`cross_pairs`, which tell a decomposed mechanism (a Y error's
+        X and Z halves) from the single-piece mechanisms that share its edges."""
+        return np.concatenate([self.detectors[self.detectors[:, 1] >= 0], self.cross_pairs])
+
+    @functools.cached_property
     def pair_members(self) -> scipy.sparse.csr_matrix:
-        """``[M, P]`` 0/1: mechanisms that flip both detectors of each pair edge (P: pair edges in order)."""
+        """``[M, P]`` 0/1: mechanisms that flip both detectors of each of :attr:`pairs`."""
         flips = self.detector_members.tocsc()
-        pairs = self.detectors[self.detectors[:, 1] >= 0]
-        return flips[:, pairs[:, 0]].multiply(flips[:, pairs[:, 1]]).tocsr()
+        return flips[:, self.pairs[:, 0]].multiply(flips[:, self.pairs[:, 1]]).tocsr()
 
     def observed(self, mechanism_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What the pair estimator measures under ``mechanism_p``: ``(detector rates [N], pair flips [P])``."""
@@ -208,10 +223,7 @@ class EdgeAccumulator:
         self.half_life = half_life
         self.shrink = shrink
         self.num_detectors = dem.num_detectors
-        pairs = self.graph.detectors[:, 1] >= 0
-        self.pair_edges = np.flatnonzero(pairs)
-        self.boundary_edges = np.flatnonzero(~pairs)
-        self._a, self._b = self.graph.detectors[pairs, 0], self.graph.detectors[pairs, 1]
+        self._a, self._b = self.graph.pairs.T
         self._count = np.zeros(blocks)
         self._singles = np.zeros((blocks, self.num_detectors))
         self._pairs = np.zeros((blocks, len(self._a)))
@@ -298,8 +310,8 @@ def estimate_edges(dem: stim.DetectorErrorModel, events: np.ndarray, *, blocks: 
 def fit_mechanisms(graph: DemGraph, detector_p: np.ndarray, pair_p: np.ndarray, *, iterations: int = 500,
                    tolerance: float = 1e-6) -> np.ndarray:
     """``float [M]``: mechanism probabilities that reproduce each detector's rate ``detector_p [N]``
-    and, for each pair edge (in ``graph.detectors`` order), the probability ``pair_p`` that a
-    mechanism flips both of its detectors. Multiplicative fit in ``h``, alternating between the
+    and, for each of ``graph.pairs``, the probability ``pair_p`` that a mechanism flips both of its
+    detectors. Multiplicative fit in ``h``, alternating between the
     pair and the detector constraints, started from the DEM's own probabilities; a mechanism in
     several constraints of a group moves by the geometric mean of their ratios.
 

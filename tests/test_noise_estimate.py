@@ -114,3 +114,15 @@ def test_noise_compare_measures_guided_matching_with_each_dem_as_its_prior(tmp_p
     guided = json.loads(out.read_text())["decoders"]["guided predecoder-fpga"]
     assert guided["true"]["errors"] > 200, guided
     assert guided["estimated"]["vs_true"]["ratio"] <= 1.1 and guided["nominal"]["vs_true"]["ratio"] >= 1.15, guided
+
+
+def test_a_y_error_grown_alone_is_told_apart_from_the_x_and_z_errors_on_its_edges():
+    """Three mechanisms: X on edge (0, 1), Z on edge (2, 3), and Y = both, decomposed. Only Y grows
+    (0.01 -> 0.05): the pair across its pieces, (0, 2), says so, and the fit puts the growth on Y alone
+    (without it, each edge's growth is shared with X or Z in nominal proportions). 200,000 shots;
+    tolerance 10% of each true probability."""
+    nominal = stim.DetectorErrorModel("error(0.01) D0 D1\nerror(0.01) D2 D3\nerror(0.01) D0 D1 ^ D2 D3")
+    truth = stim.DetectorErrorModel("error(0.01) D0 D1\nerror(0.01) D2 D3\nerror(0.05) D0 D1 ^ D2 D3")
+    events, _, _ = truth.compile_sampler(seed=4).sample(200_000)
+    fitted = estimate_edges(nominal, events, shrink=False).mechanism_p
+    assert np.allclose(fitted, [0.01, 0.01, 0.05], rtol=0.1), fitted
