@@ -13,6 +13,12 @@ first window, the bulk window, and one final window per possible length; never o
 experiment length. Detectors outside a window are dropped from its error mechanisms (edges that
 leave the window become boundary edges). Memory per open experiment is one window of events.
 
+The window loop is compiled (``decoder/window_loop.cc``): each window's graph is built by PyMatching's
+own C++ driver from the window's DEM, so its answers are ``pymatching.Matching``'s bit for bit, and
+a push of many slices (``push_slices``, ``decode_batch``) decodes all the windows they complete with
+no Python per window. Experiments whose ``_match`` is overridden (windowed guided matching) keep the
+Python loop, which is also the oracle the compiled loop is tested against.
+
 Example:
     >>> from decoder import CodeSpec
     >>> windowed = SlidingWindowDecoder(CodeSpec(3, 3, 0.003), commit=3, buffer=3)
@@ -27,12 +33,13 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import threading
+import weakref
 import zlib
 
 import numpy as np
-import pymatching
 import stim
 
+from decoder._weighted_matching import WindowMatching, WindowStream
 from decoder.errors import NqecError
 from decoder.events import as_bool_events
 from decoder.interface import DecodeResult, Decoder, Stage
@@ -49,14 +56,31 @@ class _Window:
     parity of committed edges reaching buffer detector ``carried[j]``. A final window commits
     everything and carries nothing."""
 
-    matching: pymatching.Matching
+    matcher: WindowMatching  # PyMatching's graph of the window's DEM, built and matched in C++ (one batch at a time)
     carried: np.ndarray  # buffer detectors a committed edge can reach
     sizes: tuple[int, ...]  # detectors per slice
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # a Matching decodes one batch at a time
 
     def decode(self, syndromes: np.ndarray, correlations: bool) -> np.ndarray:
-        with self.lock:
-            return self.matching.decode_batch(syndromes, enable_correlations=correlations).astype(bool)
+        return self.matcher.decode_batch(syndromes.view(np.uint8), correlations)
+
+
+def window_matching(dem: str, carried: np.ndarray, correlations: bool) -> WindowMatching:
+    """The compiled matcher of a window's cut DEM (text): the error instructions of the DEM
+    ``pymatching.Matching.from_detector_error_model`` would read (it parses ``str(dem)``), as Stim parses
+    them, handed to PyMatching's driver in C++; its answers are that Matching's, bit for bit, in
+    both modes (``correlations``: the graph can decode with correlations)."""
+    parsed = stim.DetectorErrorModel(str(stim.DetectorErrorModel(dem)))
+    probabilities, starts, targets = [], [0], []
+    for instruction in parsed.flattened():
+        if instruction.type != "error":
+            continue
+        probabilities.append(instruction.args_copy()[0])
+        targets += [target.val if target.is_relative_detector_id() else -1 if target.is_separator() else -2 - target.val
+                    for target in instruction.targets_copy()]
+        starts.append(len(targets))
+    return WindowMatching(parsed.num_detectors, parsed.num_observables, np.array(probabilities, dtype=np.float64),
+                          np.array(starts, dtype=np.int64), np.array(targets, dtype=np.int64),
+                          np.asarray(carried, dtype=np.int64), correlations)
 
 
 def _cut_dem(dem: stim.DetectorErrorModel, keep: np.ndarray, past: np.ndarray,
@@ -197,13 +221,12 @@ class SlidingWindowDecoder:
         return window
 
     def _matching_window(self, graph: WindowGraph) -> _Window:
-        dem = stim.DetectorErrorModel(graph.dem)
-        matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=self.correlations)
-        # PyMatching sets up its solver (and, with correlations, its second pass) on the first decodes
+        matcher = window_matching(graph.dem, graph.carried, self.correlations)
+        # the matcher sets up its solver (and, with correlations, its second pass) on the first decodes
         # that have detection events: do it now, not on a live experiment
-        warm = np.random.default_rng(0).random((8, dem.num_detectors)) < 0.02
-        matching.decode_batch(warm, enable_correlations=self.correlations)
-        return _Window(matching, graph.carried, graph.sizes)
+        warm = np.random.default_rng(0).random((8, matcher.num_detectors)) < 0.02
+        matcher.decode_batch(warm.view(np.uint8), self.correlations)
+        return _Window(matcher, graph.carried, graph.sizes)
 
     def _cut_window(self, first: bool, length: int, final: bool) -> WindowGraph:
         start = 0 if first else WARM_UP
@@ -292,10 +315,8 @@ class SlidingWindowDecoder:
         sizes = self.slice_sizes(rounds)
         bits = as_bool_events(detection_events, sum(sizes))
         stream = self.open(len(bits))
-        bounds = np.cumsum([0, *sizes])
-        for lo, hi in zip(bounds[:-2], bounds[1:-1]):
-            stream.push(bits[:, lo:hi])
-        return stream.finish(bits[:, bounds[-2]:])
+        stream.push_slices(bits[:, :-sizes[-1]], rounds)
+        return stream.finish(bits[:, -sizes[-1]:])
 
 
 class WindowedDecoder(Decoder):
@@ -329,35 +350,64 @@ def _cut_family(spec: CodeSpec, commit: int, buffer: int) -> dict[WindowKey, Win
 
 
 class WindowedExperiments:
-    """Experiments advancing slice by slice: ``push`` each slice's events, ``finish`` with the
-    final data-measurement slice. Holds at most one window of events per experiment."""
+    """Experiments advancing slice by slice: ``push`` each slice's events (or ``push_slices`` several
+    at once), ``finish`` with the final data-measurement slice. Holds at most one window of events per
+    experiment.
+
+    The windows are decoded by the compiled loop (:class:`~decoder._weighted_matching.WindowStream`),
+    unless a subclass matches windows its own way (overrides ``_match``, as windowed guided matching
+    does): then by the Python loop below (``_decode``), the compiled loop's oracle.
+
+    Example (one experiment whose rounds arrive in messages of 100):
+        >>> from decoder import CodeSpec
+        >>> decoder = SlidingWindowDecoder(CodeSpec(3, 3, 0.003))
+        >>> sizes = decoder.slice_sizes(250)  # slice 0, rounds 1..249, the final data-measurement slice
+        >>> events = CodeSpec(3, 250, 0.003).circuit().compile_detector_sampler(seed=1).sample(1)
+        >>> stream, bounds = decoder.open(1), np.cumsum([0, *sizes])
+        >>> for first in range(0, 250, 100):
+        ...     count = min(100, 250 - first)
+        ...     update = stream.push_slices(events[:, bounds[first]:bounds[first + count]], count)
+        >>> stream.committed_slices, stream.finish(events[:, bounds[-2]:]).shape
+        (246, (1, 1))
+    """
 
     def __init__(self, decoder: SlidingWindowDecoder, experiments: int):
         self.decoder = decoder
         self.experiments = experiments
-        self.frame = np.zeros((experiments, decoder.num_observables), dtype=bool)  # committed observable flips
-        self.slices: list[np.ndarray] = []  # uncommitted slices (carried flips applied)
+        self.slices: list[np.ndarray] = []  # uncommitted slices (carried flips applied), Python loop
         self.committed_slices = 0
         self.finished = False
+        self._stream = None  # the compiled loop's state, if it decodes these experiments
+        if type(self)._match is WindowedExperiments._match:
+            self._stream = WindowStream(
+                decoder._window(True, decoder.span, False).matcher, decoder._window(False, decoder.span, False).matcher,
+                experiments, decoder.first_slice, decoder.bulk_slice, decoder.final_slice, decoder.commit,
+                decoder.span, decoder.lookahead, decoder.correlations)
+            self.frame = self._stream.frame  # committed observable flips (the loop updates this array in place)
+        else:
+            self.frame = np.zeros((experiments, decoder.num_observables), dtype=bool)
 
     @property
     def held_bytes(self) -> int:
         """Bytes of event data these experiments hold: the buffered slices (the arrays they live
         in, whole) and the Pauli frame. Bounded by one window, whatever the experiment's length."""
+        if self._stream is not None:
+            return self._stream.held_bytes
         owners = {id(owner): owner for owner in (s if s.base is None else s.base for s in self.slices)}
         return self.frame.nbytes + sum(owner.nbytes for owner in owners.values())
 
     @property
     def next_slice(self) -> int:
         """Index (from the experiment's start) of the slice ``push`` expects next."""
-        return self.committed_slices + len(self.slices)
+        return self._stream.next_slice if self._stream is not None else self.committed_slices + len(self.slices)
 
-    def _check(self, events: np.ndarray, size: int) -> np.ndarray:
+    def _check(self, events: np.ndarray, size: int, what: str | None = None) -> np.ndarray:
         if self.finished:
             raise NqecError("these experiments are finished; open new ones")
         events = as_bool_events(events, size)
         if len(events) != self.experiments:
-            raise NqecError(f"expected slice {self.next_slice} of {self.experiments} experiments, got {len(events)} rows")
+            raise NqecError(f"expected {what or f'slice {self.next_slice}'} of {self.experiments} experiments, "
+                            f"got {len(events)} rows")
         return events
 
     def push(self, events: np.ndarray) -> np.ndarray | None:
@@ -365,6 +415,8 @@ class WindowedExperiments:
 
         Returns the observable flips committed by the window this slice completed (the
         Pauli-frame update), or None when no window was completed."""
+        if self._stream is not None:
+            return self.push_slices(events, 1)
         decoder = self.decoder
         size = decoder.first_slice if self.next_slice == 0 else decoder.bulk_slice
         self.slices.append(self._check(events, size).copy())
@@ -373,9 +425,36 @@ class WindowedExperiments:
         window = decoder._window(self.committed_slices == 0, decoder.span, False)
         return self._decode(window, commit=decoder.commit)
 
+    def push_slices(self, events: np.ndarray, count: int) -> np.ndarray | None:
+        """Add the next ``count`` slices at once: ``[experiments, their detectors]`` in Stim's detector
+        order (slice after slice), bool or bit-packed as a whole, e.g. a message of ``count`` rounds.
+
+        Returns the XOR of the observable flips committed by the windows they completed (the
+        Pauli-frame update), or None when none was: what ``count`` pushes of one slice add up to."""
+        decoder = self.decoder
+        start = self.next_slice
+        size = decoder.bulk_slice * count - (decoder.bulk_slice - decoder.first_slice) * (start == 0 and count > 0)
+        what = f"slices {start}..{start + count - 1}" if count != 1 else None
+        events = self._check(events, size, what)
+        if self._stream is None:  # the Python loop: slice by slice
+            bounds = np.cumsum([0, *[decoder.first_slice if start + k == 0 else decoder.bulk_slice for k in range(count)]])
+            updates = [self.push(events[:, lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+            updates = [update for update in updates if update is not None]
+            return np.bitwise_xor.reduce(updates) if updates else None
+        update = self._stream.push(events.view(np.uint8), count)
+        self.committed_slices = self._stream.committed_slices
+        return update
+
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""
         decoder = self.decoder
+        if self._stream is not None:
+            self._stream.push_final(self._check(final_events, decoder.final_slice).view(np.uint8))
+            window = decoder._window(self._stream.committed_slices == 0, self._stream.held_slices, True)
+            self._stream.decode_rest(window.matcher)
+            self.committed_slices = self._stream.committed_slices
+            self.finished = True
+            return self.frame.copy()
         self.slices.append(self._check(final_events, decoder.final_slice).copy())
         while len(self.slices) > decoder.span:  # windows a lookahead held back: the same windows as without one
             self._decode(decoder._window(self.committed_slices == 0, decoder.span, False), commit=decoder.commit)
@@ -386,7 +465,7 @@ class WindowedExperiments:
 
     def _decode(self, window: _Window, commit: int) -> np.ndarray:
         """Match the window's slices (the first ones buffered), commit the first ``commit`` of
-        them; returns the flips committed."""
+        them; returns the flips committed. (The Python loop; the compiled one does the same.)"""
         span = len(window.sizes)
         syndrome = np.concatenate(self.slices[:span], axis=1)
         padded = np.zeros((self.experiments, syndrome.shape[1] + 1), dtype=bool)  # + the window's open top
@@ -406,3 +485,38 @@ class WindowedExperiments:
     def _match(self, window: _Window, syndromes: np.ndarray) -> np.ndarray:
         """The window's answer, ``bool [experiments, O + carried]`` (see :class:`_Window`)."""
         return window.decode(syndromes, self.decoder.correlations)
+
+
+# each decoder's pymatching.Matching per window (key, mode), for PyMatchingWindows; they go with the decoder
+_PYMATCHING_WINDOWS: "weakref.WeakKeyDictionary[SlidingWindowDecoder, dict]" = weakref.WeakKeyDictionary()
+
+
+class PyMatchingWindows(WindowedExperiments):
+    """Windowed matching as it was before its loop was compiled: the Python loop (``_decode``), each
+    window matched by a ``pymatching.Matching`` of its cut DEM (built on first use, once per decoder).
+    The reference: the oracle of the compiled loop's tests, the baseline of ``nqec bench stream``.
+
+    Example:
+        >>> from decoder import CodeSpec
+        >>> decoder = SlidingWindowDecoder(CodeSpec(3, 3, 0.003)).prepare()
+        >>> sizes = decoder.slice_sizes(20)
+        >>> events = CodeSpec(3, 20, 0.003).circuit().compile_detector_sampler(seed=1).sample(50)
+        >>> reference = PyMatchingWindows(decoder, 50)
+        >>> _ = reference.push_slices(events[:, :-sizes[-1]], 20)
+        >>> bool((reference.finish(events[:, -sizes[-1]:]) == decoder.decode_batch(events, rounds=20)).all())
+        True
+    """
+
+    def _match(self, window: _Window, syndromes: np.ndarray) -> np.ndarray:
+        import pymatching
+
+        decoder = self.decoder
+        owner = decoder._graphs_of or decoder
+        key = next(key for key, held in owner._windows.items() if held is window)
+        matchings = _PYMATCHING_WINDOWS.setdefault(decoder, {})
+        if (key, decoder.correlations) not in matchings:
+            dem = stim.DetectorErrorModel(decoder._cut_window(*key).dem)
+            matchings[key, decoder.correlations] = pymatching.Matching.from_detector_error_model(
+                dem, enable_correlations=decoder.correlations)
+        matching = matchings[key, decoder.correlations]
+        return matching.decode_batch(syndromes, enable_correlations=decoder.correlations).astype(bool)
