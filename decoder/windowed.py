@@ -437,7 +437,8 @@ class WindowedExperiments:
         what = f"slices {start}..{start + count - 1}" if count != 1 else None
         events = self._check(events, size, what)
         if self._stream is None:  # the Python loop: slice by slice
-            bounds = np.cumsum([0, *[decoder.first_slice if start + k == 0 else decoder.bulk_slice for k in range(count)]])
+            sizes = [decoder.first_slice if start + k == 0 else decoder.bulk_slice for k in range(count)]
+            bounds = np.cumsum([0, *sizes])
             updates = [self.push(events[:, lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
             updates = [update for update in updates if update is not None]
             return np.bitwise_xor.reduce(updates) if updates else None

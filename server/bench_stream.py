@@ -2,7 +2,10 @@
 with windowed matching or windowed guided matching (``--decoder guided-matching --model M``).
 
 Measures, per distance and experiment length: rounds/s of a block of experiments advancing
-together and of one experiment alone (in process), rounds/s of a RoundBlock stream and the
+together (pushed slice by slice) and of one experiment alone whose rounds arrive in messages of
+ROUNDS_PER_MESSAGE (in process, the compiled window loop; at the headline distance also against the
+Python loop with a pymatching.Matching per window, pushed slice by slice, as before the loop was
+compiled, in both matching modes), rounds/s of a RoundBlock stream and the
 reaction time over gRPC on loopback (final slice sent -> answer received at the client, and
 final slice received -> answer built at the server), the event data an open experiment holds
 and the peak memory that decoding one experiment allocates. The accuracy check decodes the same shots windowed and
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
 import queue
 import time
@@ -27,7 +31,7 @@ from decoder.events import pack_bits
 from decoder.matching import MatchingDecoder
 from decoder.spec import CodeSpec
 from decoder.stats import per_round
-from decoder.windowed import SlidingWindowDecoder
+from decoder.windowed import PyMatchingWindows, SlidingWindowDecoder
 from decoder.windowed_guided import guided_windows
 from server.bench import local_server
 from server.client import DecoderClient
@@ -38,6 +42,8 @@ ROUNDS = (10, 100, 1000, 10000)
 ROUND_BUDGET = 200_000  # experiment-rounds per table cell: blocks shrink as experiments grow
 HEADLINE_BLOCK, HEADLINE_ROUNDS = 1024, 1000
 ROUNDS_PER_MESSAGE = 100  # a single experiment's rounds travel in messages of this many
+SINGLE_EXPERIMENTS = 5  # the headline's single experiments, decoded one after another, share a quarter of the
+# round budget (10,000 rounds each by default)
 REACTION_SAMPLES = 20  # at least this many experiments per reaction-time percentile
 
 
@@ -55,6 +61,63 @@ def _inprocess_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarr
         stream.push(events)
     stream.finish(slices[-1])
     return len(slices[0]) * (len(slices) - 1) / (time.perf_counter() - start)
+
+
+def _single_rounds_per_s(decoder: SlidingWindowDecoder, slices: list[np.ndarray], reference: bool = False) -> float:
+    """Rounds/s of the experiments of ``slices`` decoded one at a time, each alone: its rounds pushed in
+    messages of ROUNDS_PER_MESSAGE (``push_slices``; a message is one array, made before the clock starts),
+    or, for the ``reference``, slice by slice through the Python loop with a pymatching.Matching per window."""
+    rounds = len(slices) - 1
+    experiments = []
+    for shot in range(len(slices[0])):
+        rows = [events[shot: shot + 1] for events in slices]
+        messages = [(np.concatenate(rows[first: min(first + ROUNDS_PER_MESSAGE, rounds)], axis=1),
+                     min(ROUNDS_PER_MESSAGE, rounds - first)) for first in range(0, rounds, ROUNDS_PER_MESSAGE)]
+        experiments.append((rows, messages))
+    start = time.perf_counter()
+    for rows, messages in experiments:
+        if reference:
+            stream = PyMatchingWindows(decoder, 1)
+            for events in rows[:-1]:
+                stream.push(events)
+        else:
+            stream = decoder.open(1)
+            for events, count in messages:
+                stream.push_slices(events, count)
+        stream.finish(rows[-1])
+    return len(experiments) * rounds / (time.perf_counter() - start)
+
+
+def _single_headline(streamed: "StreamedDecoder", spec: CodeSpec, decoder: SlidingWindowDecoder, seed: int,
+                     rounds: int) -> dict:
+    """One experiment alone at the headline distance, in each matching mode: the compiled loop (rounds in
+    messages) and, for matching, the Python loop it replaced (slice by slice), on the same experiments."""
+    slices = _slices(spec, decoder, rounds, SINGLE_EXPERIMENTS, seed + 1)
+    result = {"single_rounds_arrive": f"{SINGLE_EXPERIMENTS} experiments of {rounds:,} rounds, decoded one "
+                                      f"at a time, each alone, in process; its rounds pushed in messages of "
+                                      f"{ROUNDS_PER_MESSAGE} rounds (push_slices: the compiled window loop). "
+                                      "Python loop: the same experiments pushed slice by slice, each window matched "
+                                      "by a pymatching.Matching (windowed matching before its loop was compiled)"}
+    modes = (("", decoder),)
+    if streamed.bundle is None:
+        modes += (("correlated_", streamed.windowed(spec, correlations=True).prepare()),)
+    warm = [s[:1] for s in slices]  # one experiment first: every window it needs is built before the clock starts
+    for prefix, windowed in modes:
+        _single_rounds_per_s(windowed, warm)
+        compiled = _single_rounds_per_s(windowed, slices)
+        result[f"single_{prefix}rounds_per_s"] = compiled
+        if streamed.bundle is None:
+            _single_rounds_per_s(windowed, warm, reference=True)  # and the reference's pymatching.Matching per window
+            python = _single_rounds_per_s(windowed, slices, reference=True)
+            result[f"single_{prefix}python_loop_rounds_per_s"] = python
+            result[f"single_{prefix}speedup"] = compiled / python
+    return result
+
+
+def _versus_python_loop(result: dict) -> str:
+    if result.get("single_speedup") is None:
+        return ""
+    return f", {result['single_speedup']:.1f}x the Python loop's {result['single_python_loop_rounds_per_s']:,.0f}"
 
 
 def _memory_bytes(decoder: SlidingWindowDecoder, slices: list[np.ndarray]) -> tuple[int, int]:
@@ -193,6 +256,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
     and a rich table."""
     rows = []
     headline = {}
+    load = os.getloadavg()[0]  # other work on the machine, as the run starts
     with local_server(ready=tuple(streamed.served_name(CodeSpec(d, d, p)) for d in distances)) as (target, _):
         client = DecoderClient([target])
         for d in distances:
@@ -209,7 +273,8 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                                                  min(block, max(REACTION_SAMPLES, 2000 // rounds)))
                 rows.append({"distance": d, "rounds": rounds, "block": block,
                              "rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
-                             "single_rounds_per_s": _inprocess_rounds_per_s(decoder, [s[:1] for s in slices]),
+                             "single_rounds_per_s": _single_rounds_per_s(  # ~10,000 rounds of experiments, each alone
+                                 decoder, [s[:max(1, 10_000 // rounds)] for s in slices]),
                              "grpc_rounds_per_s": _grpc_block_rounds_per_s(client, model, slices),
                              "reaction_p50_ms": float(np.percentile(reactions, 50)),
                              "reaction_p99_ms": float(np.percentile(reactions, 99)),
@@ -218,10 +283,10 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                              **dict(zip(("held_memory_bytes", "peak_memory_bytes"), _memory_bytes(decoder, slices)))})
             if d == headline_distance:
                 slices = _slices(spec, decoder, HEADLINE_ROUNDS, HEADLINE_BLOCK, seed)
-                single = _slices(spec, decoder, HEADLINE_ROUNDS, 1, seed + 1)
                 reactions, server = _reaction_ms(client, model, decoder, _slices(spec, decoder, 10, 200, seed + 2), 200)
                 headline = {"rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
-                            "single_rounds_per_s": _inprocess_rounds_per_s(decoder, single),
+                            **_single_headline(streamed, spec, decoder, seed,
+                                               max(1, round_budget // (4 * SINGLE_EXPERIMENTS))),
                             "reaction_p50_ms": float(np.percentile(reactions, 50)),
                             "reaction_p99_ms": float(np.percentile(reactions, 99)),
                             "server_reaction_p99_ms": float(np.percentile(server, 99))}
@@ -239,7 +304,9 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
             if {10, 10000} <= set(by_rounds) else None) for prefix in ("", "server_")},
         "memory_10000_vs_100_rounds": (by_rounds[10000]["held_memory_bytes"] / by_rounds[100]["held_memory_bytes"]
                                        if {100, 10000} <= set(by_rounds) else None),
-        "table": rows, "machine": f"{platform.node()} ({platform.machine()}), one process per side",
+        "table": rows,
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores; load average {load:.1f} as "
+                   "the run started), one process per side",
     }
     table = Table(title=f"nqec bench stream: {decoder.name}{f' ({streamed.model})' if streamed.model else ''}, "
                         f"p={p:g} (commit d, buffer d rounds)")
@@ -255,6 +322,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
     checks = "; ".join(f"{mode} {check[mode]['ratio']:.3f} ({check[mode]['windowed_errors']} vs "
                        f"{check[mode]['whole_errors']} errors)" for mode in modes)
     table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
-                     f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f}; "
+                     f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f} "
+                     f"(messages of {ROUNDS_PER_MESSAGE} rounds{_versus_python_loop(result)}); "
                      f"windowed/whole-experiment LER per round at r=100 on {ler_shots:,} shots: {checks}")
     return result, table
