@@ -45,6 +45,18 @@ def test_the_compiled_loop_answers_as_the_pymatching_loop(distance, commit, buff
     assert compiled.any() and np.array_equal(compiled, expected)
 
 
+@pytest.mark.parametrize("correlations", [False, True])
+def test_windows_with_more_than_64_observables_answer_as_the_pymatching_loop(correlations):
+    """d=9: a window's answer has 1 + 80 observables (its logical flip and each carried detector's), so
+    PyMatching answers through its search graph, not a 64-bit mask."""
+    spec = CodeSpec(9, 9, 0.008)
+    decoder = SlidingWindowDecoder(spec, commit=3, buffer=3, correlations=correlations)
+    events = shots(spec, 14, 200, seed=5)
+    compiled = decoder.decode_batch(events, rounds=14)
+    assert decoder._window(False, decoder.span, False).matcher.num_observables == 81
+    assert compiled.any() and np.array_equal(compiled, oracle(decoder, events, 14))
+
+
 def test_window_graphs_match_as_pymatching_does():
     """Every window's compiled graph against pymatching.Matching on the same DEM, random syndromes:
     the uncorrelated graph, and the correlated one decoded both ways (an uncorrelated twin reads it)."""
