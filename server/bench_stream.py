@@ -167,9 +167,9 @@ def _reaction_ms(client: DecoderClient, model: str, decoder: SlidingWindowDecode
                           stream_corrections=i == 0) for i, data in enumerate(rows[:-1])]
         for start in range(0, len(body), ROUNDS_PER_MESSAGE):
             outbox.put(pb2.StreamRequest(rounds=body[start: start + ROUNDS_PER_MESSAGE]))
-        committed = 0
-        while committed < windows_before_final:
-            committed += sum(result.partial for result in next(responses).results)
+        committed = 0  # slices the streamed corrections say are committed (one correction per message)
+        while committed < windows_before_final * decoder.commit:
+            committed = max([committed] + [r.rounds_committed for r in next(responses).results if r.partial])
         sent = time.perf_counter()
         outbox.put(pb2.StreamRequest(rounds=[pb2.Round(experiment_id=f"e{shot}", events=rows[-1], last=True)]))
         answer = next(responses)

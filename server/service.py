@@ -195,12 +195,13 @@ class DecoderService(pb2_grpc.DecoderServicer):
         start = time.perf_counter()
         finished: dict[str, list] = {}
         results, block_results = [], []
-        for round_ in request.rounds:
-            results += self._add_round(ledger, finished, "experiment", round_.experiment_id, round_.model, 1,
-                                       round_.events, round_.last, round_.stream_corrections)
-        for block in request.blocks:
-            block_results += self._add_round(ledger, finished, "block", block.block_id, block.model,
-                                             block.num_experiments, block.events, block.last, block.stream_corrections)
+        for run in _runs(request.rounds, "experiment_id"):
+            results += self._add_rounds(ledger, finished, "experiment", run[0].experiment_id, run[0].model, 1,
+                                        [r.events for r in run], run[-1].last, run[0].stream_corrections)
+        for run in _runs(request.blocks, "block_id"):
+            block_results += self._add_rounds(ledger, finished, "block", run[0].block_id, run[0].model,
+                                              run[0].num_experiments, [b.events for b in run], run[-1].last,
+                                              run[0].stream_corrections)
         for (what, key), result, seconds, error in self._decode_finished(ledger, finished, self._deadline(context),
                                                                          context):
             fields = dict(error=error) if error else dict(observable_flips=pack_bits(result.observables).tobytes(),
@@ -222,11 +223,12 @@ class DecoderService(pb2_grpc.DecoderServicer):
         return (f"the stream ended after {state.progress} of {what} {quoted(key)}: no answer "
                 "(mark its final round with last=true)")
 
-    def _add_round(self, ledger: StreamLedger, finished: dict, what: str, key: str, model_name: str,
-                   experiments: int, events: bytes, last: bool, stream_corrections: bool) -> list:
-        """Record one round of an experiment (``experiments`` = 1) or a block. Returns the result
-        messages it produced at once: an error (the experiment is then closed; its later rounds
-        are refused, naming the error), a committed correction or a windowed answer. Fixed-length
+    def _add_rounds(self, ledger: StreamLedger, finished: dict, what: str, key: str, model_name: str,
+                    experiments: int, events: list[bytes], last: bool, stream_corrections: bool) -> list:
+        """Record consecutive rounds of an experiment (``experiments`` = 1) or a block, sent in one
+        message (``last``: the final one is among them, at the end). Returns the result messages
+        they produced at once: an error (the experiment is then closed; its later rounds are
+        refused, naming the error), a committed correction or a windowed answer. Fixed-length
         experiments that are complete go to ``finished`` to be decoded in one batch per model."""
         message = pb2.ExperimentResult if what == "experiment" else pb2.BlockResult
         ident = {f"{what}_id": key}
@@ -235,7 +237,8 @@ class DecoderService(pb2_grpc.DecoderServicer):
         try:
             entry = self._open_entry(ledger, what, key, model_name, experiments, stream_corrections)
             state = entry.state
-            update = state.add(self._round_packed(state, events, last), last)
+            packed = [self._round_packed(state, rows, last and k == len(events) - 1, k) for k, rows in enumerate(events)]
+            update = state.add(packed, last)
         except Exception as exc:  # a bad round, a bug or a failing window: this one ends, the stream goes on
             if not isinstance(exc, StreamError):
                 log.exception("stream %s %r failed on a round", what, key)
@@ -291,8 +294,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
         return ledger.reserve((what, key), open_experiments(model, experiments, stream_corrections), model_name)
 
     @staticmethod
-    def _round_packed(state, events: bytes, last: bool) -> np.ndarray:
-        index, size = state.received, state.slice_size(last)
+    def _round_packed(state, events: bytes, last: bool, ahead: int) -> np.ndarray:
+        """Round ``ahead`` rounds after the next one, checked and viewed as ``uint8 [experiments, bytes]``."""
+        index, size = state.received + ahead, state.slice_size(last, ahead)
         width = (size + 7) // 8
         if len(events) != state.experiments * width:
             raise StreamError(f"round {index} has {size} detectors per experiment: expected "
@@ -331,3 +335,17 @@ class DecoderService(pb2_grpc.DecoderServicer):
             return model_info(self._model(request.model), pb2, self.max_shots)
         except RequestError as error:
             return self._fail(context, "GetModelInfo", error)
+
+
+def _runs(entries, key_field: str) -> list[list]:
+    """Consecutive entries of one experiment (or block) ``key_field``, split after each final round and
+    where a round names a model other than its run's first: each run is added in one call."""
+    runs: list[list] = []
+    for entry in entries:
+        run = runs[-1] if runs else None
+        if run is None or run[-1].last or getattr(entry, key_field) != getattr(run[0], key_field) \
+                or (entry.model and entry.model != run[0].model):
+            runs.append([entry])
+        else:
+            run.append(entry)
+    return runs

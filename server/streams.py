@@ -18,7 +18,7 @@ class StreamError(Exception):
 
 @dataclasses.dataclass
 class Update:
-    """What a round produced: nothing yet, a committed correction (``partial``), the answer
+    """What rounds produced: nothing yet, a committed correction (``partial``), the answer
     (``final``), or a whole fixed-length experiment to decode (``complete``)."""
 
     partial: np.ndarray | None = None
@@ -50,13 +50,21 @@ class FixedLengthExperiments:
         """Most bytes of event data these experiments can hold: every round but the last, packed."""
         return self.experiments * sum((size + 7) // 8 for size in self.model.detectors_per_round[:-1])
 
-    def slice_size(self, last: bool) -> int:
+    def slice_size(self, last: bool, ahead: int = 0) -> int:
+        """Detectors of the round ``ahead`` rounds after the next one."""
         sizes = self.model.detectors_per_round
-        if self.received >= len(sizes):
+        if self.received + ahead >= len(sizes):
             raise StreamError(f"has only {len(sizes)} rounds")
-        return sizes[self.received]
+        return sizes[self.received + ahead]
 
-    def add(self, packed: np.ndarray, last: bool) -> Update:
+    def add(self, packed: list[np.ndarray], last: bool) -> Update:
+        """Add the next rounds (bit-packed, one array each), the final one if ``last``."""
+        update = Update()
+        for k, rows in enumerate(packed):
+            update = self._add_one(rows, last and k == len(packed) - 1)
+        return update
+
+    def _add_one(self, packed: np.ndarray, last: bool) -> Update:
         sizes = self.model.detectors_per_round
         if last and self.received + 1 != len(sizes):
             raise StreamError(f"ended after {self.received + 1} rounds; model {self.model.name!r} needs {len(sizes)}")
@@ -92,19 +100,28 @@ class AnyLengthExperiments:
         largest = max(windowed.first_slice, windowed.bulk_slice, windowed.final_slice)
         return self.experiments * ((windowed.span + 1) * largest + windowed.num_observables)
 
-    def slice_size(self, last: bool) -> int:
+    def slice_size(self, last: bool, ahead: int = 0) -> int:
+        """Detectors of the slice ``ahead`` slices after the next one (the final one if ``last``)."""
         windowed = self.model.windowed
-        if self.received == 0:
+        if self.received + ahead == 0:
             if last:
                 raise StreamError("needs at least one round before its final data-measurement slice")
             return windowed.first_slice
         return windowed.final_slice if last else windowed.bulk_slice
 
-    def add(self, packed: np.ndarray, last: bool) -> Update:
-        bits = unpack_bits(packed, self.slice_size(last))
+    def add(self, packed: list[np.ndarray], last: bool) -> Update:
+        """Add the next slices (bit-packed, one array each), the final one if ``last``: the rounds
+        before it go to the windows in one call (the compiled window loop, for matching). One
+        partial correction covers all the windows they committed; with the final slice, the
+        answer (the whole frame) stands for it."""
+        rounds = packed[:-1] if last else packed
+        committed = None
+        if rounds:
+            bits = np.concatenate([unpack_bits(p, self.slice_size(False, k)) for k, p in enumerate(rounds)], axis=1)
+            committed = self.windows.push_slices(bits, len(rounds))
         if last:
-            return Update(final=self.windows.finish(bits), rounds_committed=self.windows.committed_slices)
-        committed = self.windows.push(bits)
+            final = self.windows.finish(unpack_bits(packed[-1], self.slice_size(True)))
+            return Update(final=final, rounds_committed=self.windows.committed_slices)
         if committed is None or not self.stream_corrections:
             return Update()
         return Update(partial=committed, rounds_committed=self.windows.committed_slices)

@@ -106,6 +106,39 @@ def test_bad_rounds_get_per_experiment_errors_and_the_stream_goes_on(client):
     assert not results["good"].error and not results["good"].partial
 
 
+@pytest.mark.parametrize("correlated", [False, True])
+def test_many_rounds_in_one_message_answer_as_one_round_per_message(client, correlated):
+    """Experiments of 47 rounds sent 13 rounds per message, interleaved with a second experiment in the same
+    messages: the answers are in-process windowed decoding's, and each message's one streamed correction is
+    the XOR of the windows its rounds committed, with the slices committed so far. A bad round inside a
+    message (the 20th, too short) ends its experiment naming that round; the other experiment goes on."""
+    model = family_model_name(FAMILY, correlated)
+    decoder = SlidingWindowDecoder(FAMILY, correlations=correlated)
+    events, slices = _experiments(47, 3, seed=6)
+    rows = {f"e{k}": [pack_bits(s[k: k + 1])[0].tobytes() for s in slices] for k in range(3)}
+    rows["e2"][20] = rows["e2"][20][:-1]
+    requests = [pb2.StreamRequest(rounds=[
+        pb2.Round(experiment_id=name, model=model if i == 0 else "", events=data[i], last=i == len(data) - 1,
+                  stream_corrections=i == 0)
+        for name, data in rows.items() for i in range(start, min(start + 13, len(data)))])
+        for start in range(0, len(slices), 13)]
+    results = [r for resp in client.stub().DecodeStream(iter(requests), timeout=60) for r in resp.results]
+    unpack = lambda data: np.unpackbits(np.frombuffer(data, np.uint8), count=1, bitorder="little").astype(bool)
+    for k in range(2):
+        mine = [r for r in results if r.experiment_id == f"e{k}"]
+        assert not any(r.error for r in mine) and not mine[-1].partial
+        assert np.array_equal(unpack(mine[-1].observable_flips), decoder.decode_batch(events[k: k + 1], 47)[0])
+        partials = [r for r in mine if r.partial]
+        assert [p.rounds_committed for p in partials] == [5, 20, 30]  # windows end at slices 9, 14, ..., 34
+        flips = np.bitwise_xor.reduce([unpack(p.observable_flips) for p in partials])
+        stream = decoder.open(1)  # the messages before the final one, slice by slice
+        committed = [stream.push(s[k: k + 1]) for s in slices[:39]]
+        assert np.array_equal(flips, np.bitwise_xor.reduce([c[0] for c in committed if c is not None]))
+    failures = [r.error for r in results if r.experiment_id == "e2" and r.error]
+    assert "round 20 has 24 detectors per experiment: expected 1 x 3 bytes, got 2" in failures[0]
+    assert len(failures) == 3 and all("was ended by an earlier error" in f for f in failures[1:])  # its later messages
+
+
 @pytest.mark.parametrize("decoder", [[], ["--decoder", "guided-matching", "--model", "predecoder-fpga"]])
 def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tmp_path, decoder):
     import json
