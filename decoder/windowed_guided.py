@@ -179,6 +179,8 @@ class GuidedWindowedExperiments(WindowedExperiments):
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         final_events = self._check(final_events, self.decoder.final_slice)
         self._remember(final_events, 2)
+        if self.decoder.mix > 0:  # the windows left (one a lookahead held back, the final one): one network call
+            self._slice_logits(self.committed_slices, self.received - self.committed_slices)
         return super().finish(final_events)
 
     def _slice_logits(self, first: int, count: int) -> np.ndarray:
