@@ -45,6 +45,9 @@ ROUNDS_PER_MESSAGE = 100  # a single experiment's rounds travel in messages of t
 SINGLE_EXPERIMENTS = 5  # the headline's single experiments, decoded one after another, share a quarter of the
 # round budget (10,000 rounds each by default)
 REACTION_SAMPLES = 20  # at least this many experiments per reaction-time percentile
+# Start measuring once every any-length model of the server is warm: the background build of the
+# families not measured would otherwise share the CPU (and the server's GIL) with the measurement.
+WAIT_FOR_EVERY_MODEL = True
 
 
 def _slices(spec: CodeSpec, decoder: SlidingWindowDecoder, rounds: int, shots: int, seed: int) -> list[np.ndarray]:
@@ -257,7 +260,8 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
     rows = []
     headline = {}
     load = os.getloadavg()[0]  # other work on the machine, as the run starts
-    with local_server(ready=tuple(streamed.served_name(CodeSpec(d, d, p)) for d in distances)) as (target, _):
+    measured = tuple(streamed.served_name(CodeSpec(d, d, p)) for d in distances)
+    with local_server(ready=None if WAIT_FOR_EVERY_MODEL else measured) as (target, _):
         client = DecoderClient([target])
         for d in distances:
             spec = CodeSpec(d, d, p)
