@@ -23,6 +23,10 @@ from server.streams import StreamError, open_experiments
 log = logging.getLogger(__name__)
 
 MAX_NAME_IN_MESSAGE = 64  # characters of a client-supplied name echoed in an error
+MAX_ID_CHARS = 256  # longest experiment_id / block_id accepted (each result echoes its id)
+# A stream's results go out in responses of at most this many bytes, under gRPC's default 4 MiB
+# receive limit: errors for many experiments in one message must not end the whole stream.
+MAX_RESPONSE_BYTES = 1 << 20
 RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
@@ -186,8 +190,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
                           for (what, key), entry in ledger.open.items() if what == "experiment"]
             unfinished_blocks = [pb2.BlockResult(block_id=key, error=self._cut_short(what, key, entry.state))
                                  for (what, key), entry in ledger.open.items() if what == "block"]
-            if unfinished or unfinished_blocks:
-                yield pb2.StreamResponse(results=unfinished, blocks=unfinished_blocks)
+            yield from _responses(unfinished, unfinished_blocks)
         finally:
             ledger.close_all()
 
@@ -216,7 +219,7 @@ class DecoderService(pb2_grpc.DecoderServicer):
                 block_results.append(pb2.BlockResult(block_id=key, **fields))
         if results or block_results:
             self.metrics.request_seconds.labels("DecodeStream", "").observe(time.perf_counter() - start)
-            yield pb2.StreamResponse(results=results, blocks=block_results)
+            yield from _responses(results, block_results)
 
     @staticmethod
     def _cut_short(what: str, key: str, state) -> str:
@@ -231,6 +234,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
         refused, naming the error), a committed correction or a windowed answer. Fixed-length
         experiments that are complete go to ``finished`` to be decoded in one batch per model."""
         message = pb2.ExperimentResult if what == "experiment" else pb2.BlockResult
+        if len(key) > MAX_ID_CHARS:  # refused as it is, never remembered (each result echoes its id)
+            return [message(**{f"{what}_id": key[:MAX_ID_CHARS]},
+                            error=f"{what}_id must be at most {MAX_ID_CHARS} characters, got {len(key):,}")]
         ident = {f"{what}_id": key}
         start = time.perf_counter()
         state = None
@@ -349,3 +355,20 @@ def _runs(entries, key_field: str) -> list[list]:
         else:
             run.append(entry)
     return runs
+
+
+def _responses(results: list, blocks: list):
+    """The results of one stream message as StreamResponses of at most MAX_RESPONSE_BYTES each (one
+    result always fits: ids are capped and a block's answers are a few bytes per experiment)."""
+    parts: dict = {"results": [], "blocks": []}
+    size = 0
+    for field, items in (("results", results), ("blocks", blocks)):
+        for item in items:
+            item_size = item.ByteSize() + 8  # + the field's tag and length
+            if size and size + item_size > MAX_RESPONSE_BYTES:
+                yield pb2.StreamResponse(**parts)
+                parts, size = {"results": [], "blocks": []}, 0
+            parts[field].append(item)
+            size += item_size
+    if size:
+        yield pb2.StreamResponse(**parts)

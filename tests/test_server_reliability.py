@@ -253,11 +253,13 @@ def test_stream_errors_are_reported_never_dropped(running, events):
     bits = np.unpackbits(events[:1], axis=1, count=120, bitorder="little").astype(bool)[0]
     rounds = _rounds(bits, info.detectors_per_round)
     requests = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id="unfinished", model=MODEL, events=rounds[0]),
-                                          pb2.Round(experiment_id="x" * 100_000, model="y" * 100_000, events=rounds[0])])]
+                                          pb2.Round(experiment_id="x" * 100_000, model=MODEL, events=rounds[0]),
+                                          pb2.Round(experiment_id="long-model", model="y" * 100_000, events=rounds[0])])]
     results = {r.experiment_id[:20]: r for resp in client.stub().DecodeStream(iter(requests), timeout=5)
                for r in resp.results}
     assert "ended after 1 of 6 rounds" in results["unfinished"].error
-    assert "unknown model 'yyyy" in results["x" * 20].error and len(results["x" * 20].error) < 400
+    assert "experiment_id must be at most 256 characters, got 100,000" == results["x" * 20].error
+    assert "unknown model 'yyyy" in results["long-model"].error and len(results["long-model"].error) < 400
     last = info.detectors_per_round[-1]
     if last % 8:
         tail = bytearray(rounds[-1])

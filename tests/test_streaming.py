@@ -161,3 +161,30 @@ def test_bench_stream_reports_speed_reaction_memory_and_accuracy(monkeypatch, tm
     assert [(row["distance"], row["rounds"]) for row in result["table"]] == [(3, 10), (3, 100)]
     check = next(value for value in result["window_ler_check"].values() if isinstance(value, dict))
     assert check["whole_errors"] > 20 and abs(check["windowed_errors"] - check["whole_errors"]) <= 0.15 * check["whole_errors"] + 5
+
+
+def test_errors_for_many_experiments_come_in_responses_a_client_can_receive(client):
+    """60,000 bad first rounds in one message (their errors: ~6 MB, over gRPC's default 4 MiB receive
+    limit) and a 1 MiB experiment id, then a good experiment: every error arrives, split over
+    responses of at most 1 MiB, the long id is refused without being echoed whole, and the good
+    experiment is answered (before, the oversized response ended the stream)."""
+    from server.service import MAX_ID_CHARS, MAX_RESPONSE_BYTES
+
+    model = family_model_name(FAMILY)
+    events, slices = _experiments(6, 1, seed=7)
+    good = [pack_bits(s)[0].tobytes() for s in slices]
+    requests = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id=f"bad{k}", model=model, events=b"\1")
+                                          for k in range(60_000)]),
+                pb2.StreamRequest(rounds=[pb2.Round(experiment_id="x" * (1 << 20), model=model, events=good[0])]),
+                pb2.StreamRequest(rounds=[pb2.Round(experiment_id="good", model=model if i == 0 else "", events=e,
+                                                    last=i == len(good) - 1) for i, e in enumerate(good)])]
+    responses = list(client.stub().DecodeStream(iter(requests), timeout=120))
+    assert len(responses) >= 6 and all(r.ByteSize() <= MAX_RESPONSE_BYTES for r in responses)
+    results = [r for resp in responses for r in resp.results]
+    assert sum(r.experiment_id.startswith("bad") and "expected 1 x 2 bytes, got 1" in r.error for r in results) == 60_000
+    (long,) = [r for r in results if r.experiment_id.startswith("x")]
+    assert len(long.experiment_id) == MAX_ID_CHARS and "at most 256 characters, got 1,048,576" in long.error
+    (answer,) = [r for r in results if r.experiment_id == "good"]
+    assert not answer.error
+    decoded = np.unpackbits(np.frombuffer(answer.observable_flips, np.uint8), count=1, bitorder="little")
+    assert np.array_equal(decoded.astype(bool), SlidingWindowDecoder(FAMILY).decode_batch(events, 6)[0])

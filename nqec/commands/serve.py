@@ -53,7 +53,8 @@ def register(commands) -> None:
                        help="serve Prometheus /metrics on this port (default: no metrics listener)")
     serve.add_argument("--adapt", action="store_true", default=defaults.adapt,
                        help="matching and guided-matching models re-estimate their edge weights from the shots they decode and swap "
-                            "them in while serving (GetModelInfo's metrics_json shows the estimate)")
+                            "them in while serving (GetModelInfo's metrics_json shows the estimate); every decoded shot "
+                            "counts as the device's, so give adapting servers the device's traffic only")
     serve.add_argument("--adapt-shots", type=int, default=defaults.adapt_shots, metavar="N",
                        help=f"--adapt: the estimate stands on about N recent shots (default {defaults.adapt_shots:,})")
     serve.add_argument("--adapt-every", type=int, default=defaults.adapt_every, metavar="K",
