@@ -286,6 +286,9 @@ class DecoderService(pb2_grpc.DecoderServicer):
             raise StreamError(f"was ended by an earlier error ({ledger.failed[(what, key)]}); "
                               f"send it again under a new {what}_id")
         if not model_name:
+            if (what, key) in ledger.ended:
+                raise StreamError(f"has already ended (its round with last=true came earlier); a new {what} under "
+                                  "this id needs a first round naming its model")
             raise StreamError(f"no open {what} has this id, and a first round must name its model")
         if model_name not in self.models:
             raise StreamError(f"unknown model {quoted(model_name)} on its first round")
@@ -305,8 +308,11 @@ class DecoderService(pb2_grpc.DecoderServicer):
         index, size = state.received + ahead, state.slice_size(last, ahead)
         width = (size + 7) // 8
         if len(events) != state.experiments * width:
+            first_width = (state.slice_size(False, -state.received) + 7) // 8
+            reused = index > 0 and len(events) == state.experiments * first_width
             raise StreamError(f"round {index} has {size} detectors per experiment: expected "
-                              f"{state.experiments} x {width} bytes, got {len(events)}")
+                              f"{state.experiments} x {width} bytes, got {len(events)}"
+                              + (" (a first round's size: is this id still open from an earlier one?)" if reused else ""))
         packed = np.frombuffer(events, np.uint8).reshape(state.experiments, width)
         if spare_bits_set(packed, size):
             raise StreamError(f"round {index}: padding bits past detector {size} must be zero")

@@ -110,12 +110,13 @@ class OpenExperiments:
 class StreamLedger:
     """What one DecodeStream holds: open experiments and blocks, their memory and shots (reserved
     when they open, released when they end: at most ``max_bytes`` and ``max_experiments``, shots
-    counted in ``inflight``), and the ids that failed (to name why later rounds fail)."""
+    counted in ``inflight``), and the ids that failed or ended (to name why later rounds fail)."""
 
     def __init__(self, inflight: Admission, max_bytes: int, max_experiments: int):
         self.inflight, self.max_bytes, self.max_experiments = inflight, max_bytes, max_experiments
         self.open: dict[tuple[str, str], OpenExperiments] = {}
         self.failed: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        self.ended: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()  # answered
         self.bytes = 0
         self.experiments = 0
 
@@ -140,10 +141,12 @@ class StreamLedger:
             self.bytes -= entry.reserved_bytes
             self.experiments -= entry.state.experiments
             self.inflight.give(entry.state.experiments)
-        if failure is not None:
-            self.failed[key] = failure
-            while len(self.failed) > REMEMBERED_FAILURES:
-                self.failed.popitem(last=False)
+        remembered = self.failed if failure is not None else self.ended if entry is not None else None
+        if remembered is not None:
+            remembered[key] = failure
+            remembered.move_to_end(key)
+            while len(remembered) > REMEMBERED_FAILURES:
+                remembered.popitem(last=False)
 
     def close_all(self) -> None:
         for key in list(self.open):

@@ -104,6 +104,15 @@ def test_bad_rounds_get_per_experiment_errors_and_the_stream_goes_on(client):
     assert "round 0 has 12 detectors per experiment: expected 1 x 2 bytes, got 3" in results["wrong-size"].error
     assert "needs at least one round" in results["final-first"].error
     assert not results["good"].error and not results["good"].partial
+    late = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id="once", model=model, events=good[0]),
+                                      pb2.Round(experiment_id="once", events=good[-1], last=True),
+                                      pb2.Round(experiment_id="once", events=good[1])])]  # after its final round
+    (answer, error) = [r for resp in client.stub().DecodeStream(iter(late), timeout=30) for r in resp.results]
+    assert not answer.error and "has already ended (its round with last=true came earlier)" in error.error
+    reused = [pb2.StreamRequest(rounds=[pb2.Round(experiment_id="twice", model=model, events=good[0]),
+                                        pb2.Round(experiment_id="twice", model=model, events=good[0])])]
+    (error,) = [r for resp in client.stub().DecodeStream(iter(reused), timeout=30) for r in resp.results]
+    assert "round 1 has 24 detectors" in error.error and "is this id still open from an earlier one?" in error.error
 
 
 @pytest.mark.parametrize("correlated", [False, True])

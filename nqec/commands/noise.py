@@ -72,14 +72,15 @@ def cmd_noise_compare(args: argparse.Namespace) -> int:
     result = compare_dems(spec, drift_of(args), train_shots=args.train_shots, test_shots=args.shots, seed=args.seed,
                           model=args.model)
     result["command"] = command_line()
+    guided = f"; guided: {args.model}" if args.model else ""
     table = Table(title=f"{spec.label()}, drift {args.drift} {args.strength:g}: errors on {args.shots:,} shots "
-                        f"(DEM learned from {args.train_shots:,})")
+                        f"(DEM learned from {args.train_shots:,}{guided})")
     for column in ("decoder", "DEM", "errors", "LER", "errors ÷ true DEM's (95%)"):
         table.add_column(column, justify="right")
     for mode, decoders in result["decoders"].items():
         for name, row in decoders.items():
             low, high = row["vs_true"]["ratio_95"]
-            table.add_row(mode, name, str(row["errors"]), f"{row['ler']:.2e}",
+            table.add_row(mode.split()[0], name, str(row["errors"]), f"{row['ler']:.2e}",  # "guided MODEL": in the title
                           f"{row['vs_true']['ratio']:.3f}x [{low:.3f}, {high:.3f}]")
     emit(table, result, args.json)
     return 0
