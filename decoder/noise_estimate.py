@@ -266,7 +266,8 @@ class EdgeAccumulator:
                 for total in (self._count, self._singles, self._pairs)]
         targets = self._observed(*sums)  # each [1 + blocks, ...]: all shots, then each block left out
         if self.shrink:
-            targets = [_shrunk(stat, nominal) for stat, nominal in zip(targets, self.graph.observed(self.graph.mechanism_p))]
+            targets = [_shrunk(stat, nominal, self.shots)
+                       for stat, nominal in zip(targets, self.graph.observed(self.graph.mechanism_p))]
         sets = len(self._count) + 1 if stderr else 1
         fits = [fit_mechanisms(self.graph, targets[0][k], targets[1][k]) for k in range(sets)]
         edges = np.array([self.graph.edge_p(q) for q in fits])
@@ -285,11 +286,15 @@ class EdgeAccumulator:
         return [x, 0.5 - 0.5 * np.sqrt(np.clip(1 - 4 * np.nan_to_num(ratio), 0, 1))]
 
 
-def _shrunk(stat: np.ndarray, nominal: np.ndarray) -> np.ndarray:
+def _shrunk(stat: np.ndarray, nominal: np.ndarray, shots: float) -> np.ndarray:
     """Each measured statistic pulled toward its nominal value by ``sigma^2 / (departure^2 + sigma^2)``
-    (``sigma``: its jackknife error over rows 1..), the same weight for every row."""
+    (``sigma``: its jackknife error over rows 1.., at least the binomial error of the nominal rate on
+    ``shots``: a rare edge seen in no block has no jackknife spread, yet a few thousand shots do not show
+    it is gone), the same weight for every row. The floor: hot spot at d=5, DEM from 3,000 shots,
+    errors / true DEM's 1.14 -> 1.09x (plain) and 1.27 -> 1.20x (correlated); unchanged from 10^5."""
     blocks = len(stat) - 1
     variance = (blocks - 1) / blocks * ((stat[1:] - stat[1:].mean(axis=0)) ** 2).sum(axis=0)
+    variance = np.maximum(variance, nominal * (1 - nominal) / shots)
     departure = stat[0] - nominal
     with np.errstate(divide="ignore", invalid="ignore"):
         keep = np.nan_to_num(departure ** 2 / (departure ** 2 + variance), nan=1.0)

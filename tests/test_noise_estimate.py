@@ -126,3 +126,12 @@ def test_a_y_error_grown_alone_is_told_apart_from_the_x_and_z_errors_on_its_edge
     events, _, _ = truth.compile_sampler(seed=4).sample(200_000)
     fitted = estimate_edges(nominal, events, shrink=False).mechanism_p
     assert np.allclose(fitted, [0.01, 0.01, 0.05], rtol=0.1), fitted
+
+
+def test_a_few_thousand_nominal_shots_do_not_make_rare_edges_vanish():
+    """3,000 nominal d=5 shots: some rare edges fire in no block, and a jackknife alone would keep
+    their estimate at ~0 (16 of 502 edges below a tenth of nominal); the binomial floor of the
+    shrinkage keeps every edge above a tenth of nominal."""
+    spec = CodeSpec(5, 5, 0.003)
+    estimate = estimate_edges(spec.dem(), spec.circuit().compile_detector_sampler(seed=5).sample(3000))
+    assert int((estimate.p < estimate.nominal / 10).sum()) == 0
