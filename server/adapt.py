@@ -31,7 +31,6 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from decoder.errors import NqecError
-from decoder.matching import MatchingDecoder
 from decoder.noise_estimate import MIN_PROBABILITY, MIN_SHOTS, EdgeAccumulator, EdgeEstimate, reweighted_dem
 from server.batching import MicroBatcher
 from server.models import ServedModel
@@ -70,7 +69,7 @@ class AdaptiveModel:
     ``GetModelInfo`` shows.
 
     Example:
-        >>> from decoder import CodeSpec
+        >>> from decoder import CodeSpec, MatchingDecoder
         >>> spec = CodeSpec(3, 3, 0.003)
         >>> model = ServedModel("m", "matching", "matching", spec, MatchingDecoder.from_spec(spec), [], {})
         >>> batcher = MicroBatcher(model.decoder)
