@@ -417,13 +417,8 @@ class WindowedExperiments:
         Pauli-frame update), or None when no window was completed."""
         if self._stream is not None:
             return self.push_slices(events, 1)
-        decoder = self.decoder
-        size = decoder.first_slice if self.next_slice == 0 else decoder.bulk_slice
-        self.slices.append(self._check(events, size).copy())
-        if len(self.slices) < decoder.span + decoder.lookahead:
-            return None
-        window = decoder._window(self.committed_slices == 0, decoder.span, False)
-        return self._decode(window, commit=decoder.commit)
+        size = self.decoder.first_slice if self.next_slice == 0 else self.decoder.bulk_slice
+        return self._take([self._check(events, size)])
 
     def push_slices(self, events: np.ndarray, count: int) -> np.ndarray | None:
         """Add the next ``count`` slices at once: ``[experiments, their detectors]`` in Stim's detector
@@ -438,13 +433,22 @@ class WindowedExperiments:
         events = self._check(events, size, what)
         if self._stream is None:  # the Python loop: slice by slice
             sizes = [decoder.first_slice if start + k == 0 else decoder.bulk_slice for k in range(count)]
-            bounds = np.cumsum([0, *sizes])
-            updates = [self.push(events[:, lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
-            updates = [update for update in updates if update is not None]
-            return np.bitwise_xor.reduce(updates) if updates else None
+            return self._take(np.split(events, np.cumsum(sizes)[:-1], axis=1))
         update = self._stream.push(events.view(np.uint8), count)
         self.committed_slices = self._stream.committed_slices
         return update
+
+    def _take(self, slices: list[np.ndarray]) -> np.ndarray | None:
+        """The Python loop: buffer the next slices (checked), decode every window they complete;
+        returns the XOR of the flips committed, or None when no window was."""
+        decoder = self.decoder
+        updates = []
+        for events in slices:
+            self.slices.append(events.copy())
+            if len(self.slices) >= decoder.span + decoder.lookahead:
+                window = decoder._window(self.committed_slices == 0, decoder.span, False)
+                updates.append(self._decode(window, commit=decoder.commit))
+        return np.bitwise_xor.reduce(updates) if updates else None
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""

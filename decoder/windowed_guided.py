@@ -162,50 +162,51 @@ class GuidedWindowedExperiments(WindowedExperiments):
     def held_bytes(self) -> int:
         return super().held_bytes + sum(a.nbytes for a in (*self.dense.values(), *self.logits.values()))
 
-    def _remember(self, events: np.ndarray, kind: int) -> None:
+    def _remember(self, events: np.ndarray, final: bool = False) -> None:
         decoder = self.decoder
-        cells = decoder.slice_cells[kind]
+        cells = decoder.slice_cells[2 if final else 0 if self.received == 0 else 1]
         dense = np.zeros((self.experiments, 2, decoder.height, decoder.width), dtype=np.float32)
         dense[:, cells[:, 0], cells[:, 1], cells[:, 2]] = events
         self.dense[self.received] = dense
         self.received += 1
 
-    def push(self, events: np.ndarray) -> np.ndarray | None:
-        kind = 0 if self.next_slice == 0 else 1
-        size = self.decoder.first_slice if kind == 0 else self.decoder.bulk_slice
-        events = self._check(events, size)  # bool from here on: the base class checks it without a copy
-        self._remember(events, kind)
-        return super().push(events)
+    def _take(self, slices: list[np.ndarray]) -> np.ndarray | None:
+        """As the base class's, but first the network runs, in one call, on every slice whose input
+        window these slices complete (so a message of many rounds is one call, and the final slice
+        leaves only the last ``lookahead + 1`` slices to it)."""
+        for events in slices:
+            self._remember(events)
+        self._run_network(self.received - self.decoder.lookahead)
+        return super()._take(slices)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         final_events = self._check(final_events, self.decoder.final_slice)
-        self._remember(final_events, 2)
-        if self.decoder.mix > 0:  # the windows left (one a lookahead held back, the final one): one network call
-            self._slice_logits(self.committed_slices, self.received - self.committed_slices)
+        self._remember(final_events, final=True)
+        self._run_network(self.received)
         return super().finish(final_events)
 
-    def _slice_logits(self, first: int, count: int) -> np.ndarray:
-        """``float32 [S, count * D * H * W]``: the network's logits of slices ``first .. first + count``,
-        computed for the missing ones in one network call (all experiments, all slices at once)."""
+    def _run_network(self, end: int) -> None:
+        """The network's logits of every slice before ``end`` not yet computed (and still needed),
+        in one call for all experiments and slices."""
         decoder = self.decoder
         half = decoder.window // 2
-        missing = [t for t in range(first, first + count) if t not in self.logits]
-        if missing:
-            zeros = np.zeros_like(next(iter(self.dense.values())))
-            inputs = np.stack([np.concatenate([self.dense.get(u, zeros) for u in range(t - half, t + half + 1)], axis=1)
-                               for t in missing], axis=1)  # [S, missing, 2 * window, H, W]
-            inputs = inputs.reshape(-1, *inputs.shape[2:])
-            out = np.asarray(decoder.runner(inputs), dtype=np.float32).reshape(self.experiments, len(missing), -1)
-            for j, t in enumerate(missing):
-                self.logits[t] = out[:, j]
-        return np.concatenate([self.logits[t] for t in range(first, first + count)], axis=1)
+        missing = [t for t in range(self.committed_slices, end) if t not in self.logits]
+        if decoder.mix == 0 or not missing:
+            return
+        zeros = np.zeros_like(next(iter(self.dense.values())))
+        inputs = np.stack([np.concatenate([self.dense.get(u, zeros) for u in range(t - half, t + half + 1)], axis=1)
+                           for t in missing], axis=1)  # [S, missing, 2 * window, H, W]
+        inputs = inputs.reshape(-1, *inputs.shape[2:])
+        out = np.asarray(decoder.runner(inputs), dtype=np.float32).reshape(self.experiments, len(missing), -1)
+        for j, t in enumerate(missing):
+            self.logits[t] = out[:, j]
 
     def _match(self, window: _GuidedWindow, syndromes: np.ndarray) -> np.ndarray:
         decoder = self.decoder
         start, span = self.committed_slices, len(window.sizes)
         mixed = np.tile(window.prior, (self.experiments, 1))
         if decoder.mix > 0 and len(window.predictable):
-            logits = self._slice_logits(start, span)[:, window.logit_index]
+            logits = np.concatenate([self.logits[t] for t in range(start, start + span)], axis=1)[:, window.logit_index]
             mixed[:, window.predictable] = ((1 - decoder.mix) * window.prior[window.predictable]
                                             + (decoder.mix / decoder.temperature) * logits)
         return _parities(window.matcher.decode_edges(syndromes, -mixed), window.answers, window.num_answers)
