@@ -124,6 +124,21 @@ class WeightedMatcher:
         (their observable masks XOR to :meth:`decode`'s answer; their detectors, to the events)."""
         return self._run(self._matching.decode_edges_batch, events, weights).astype(bool)
 
+    def decode_mixed(self, events: np.ndarray, logits: np.ndarray, logit_of: np.ndarray, offset: np.ndarray,
+                     scale: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """Per-shot weights from one logit per edge, and the answer as parities, in one compiled call:
+        in shot ``s`` edge ``e`` weighs ``offset[e] + scale[e] * logits[s, logit_of[e]]`` (``offset[e]``
+        where ``logit_of[e] < 0``), clipped as in :meth:`decode`; returns ``uint8 [S, B]``, per shot the
+        XOR of the ``answers`` rows (``uint8 [E, B]``) of the edges of its matching. What
+        :meth:`decode_edges` on the dense weights and a parity product with ``answers`` give, with
+        only the weights of the edges a shot touches ever computed."""
+        try:
+            return self._matching.decode_mixed_batch(np.ascontiguousarray(events, dtype=np.uint8),
+                                                     np.ascontiguousarray(logits, dtype=np.float32), logit_of,
+                                                     offset, scale, MAX_WEIGHT, answers)
+        except ValueError as error:  # shapes, a non-finite logit, a shot without a perfect matching
+            raise NqecError(str(error)) from None
+
     def _run(self, method, events: np.ndarray, weights: np.ndarray) -> np.ndarray:
         shape = (len(events), self.edges.num_edges)
         if events.ndim != 2 or events.shape[1] != self.edges.num_detectors or weights.shape != shape:

@@ -180,6 +180,66 @@ class WeightedMatching {
         return result;
     }
 
+    /// Per-shot weights that are an affine function of one network logit per edge, and the answer
+    /// as parities: edge e weighs clip(offset[e] + scale[e] * logits[s, logit_of[e]], 0, max_weight)
+    /// in shot s (offset[e] alone where logit_of[e] < 0), computed only for the edges the shot
+    /// touches; returns uint8 [S, B], per shot the XOR of the rows of ``answers`` (uint8 [E, B],
+    /// e.g. bit-packed) of the edges of its matching. One call does what decode_edges_batch on a
+    /// dense [S, E] weight array and a product with the answers would, without the dense arrays.
+    py::array_t<uint8_t> decode_mixed_batch(
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> events,
+        py::array_t<float, py::array::c_style | py::array::forcecast> logits,
+        py::array_t<int64_t, py::array::c_style | py::array::forcecast> logit_of,
+        py::array_t<float, py::array::c_style | py::array::forcecast> offset,
+        py::array_t<float, py::array::c_style | py::array::forcecast> scale, double max_weight,
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> answers) {
+        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
+            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
+        if (logits.ndim() != 2 || logits.shape(0) != events.shape(0))
+            throw std::invalid_argument("expected logits of shape [" + std::to_string(events.shape(0)) +
+                                        ", logits per shot] (one row per shot)");
+        if ((size_t)logit_of.size() != num_edges_ || (size_t)offset.size() != num_edges_ ||
+            (size_t)scale.size() != num_edges_)
+            throw std::invalid_argument("expected logit_of, offset and scale of " + std::to_string(num_edges_) +
+                                        " entries (one per edge)");
+        if (answers.ndim() != 2 || (size_t)answers.shape(0) != num_edges_)
+            throw std::invalid_argument("expected answers of shape [" + std::to_string(num_edges_) + ", bytes]");
+        const int64_t* index = logit_of.data();
+        for (size_t e = 0; e < num_edges_; e++)
+            if (index[e] >= logits.shape(1))
+                throw std::invalid_argument("logit_of[" + std::to_string(e) + "] is " + std::to_string(index[e]) +
+                                            "; expected < " + std::to_string(logits.shape(1)) + " logits per shot");
+        const float *off = offset.data(), *sc = scale.data();
+        const uint8_t* rows = answers.data();
+        size_t width = answers.shape(1);
+        py::array_t<uint8_t> result({(size_t)events.shape(0), width});
+        uint8_t* out = result.mutable_data();
+        std::fill(out, out + result.size(), 0);
+        std::vector<uint32_t> edges;
+        each_shot(events, logits, [&](size_t s, const std::vector<uint64_t>& defects, const float* shot_logits) {
+            if (defects.empty())
+                return;
+            RestoreWeights restore{*this};
+            try {
+                set_shot_weights(defects, [&](uint32_t e) {
+                    double w = index[e] < 0 ? off[e] : off[e] + sc[e] * (double)shot_logits[index[e]];
+                    if (!std::isfinite(w))
+                        throw std::invalid_argument("weight of edge " + std::to_string(e) + " is " + std::to_string(w) +
+                                                    " (its network logit is not finite)");
+                    return std::min(std::max(w, 0.0), max_weight);
+                });
+                matched_edges(defects, edges);
+            } catch (const std::invalid_argument& error) {
+                throw std::invalid_argument("shot " + std::to_string(s) + " (" + std::to_string(defects.size()) +
+                                            " detection events): " + error.what());
+            }
+            for (auto edge : edges)
+                for (size_t b = 0; b < width; b++)
+                    out[s * width + b] ^= rows[edge * width + b];
+        });
+        return result;
+    }
+
    private:
     /// The number of shots, once the events and weights are known to be [S, N] and [S, E].
     size_t check_batch(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events,
@@ -192,7 +252,7 @@ class WeightedMatching {
         return events.shape(0);
     }
 
-    /// Calls answer(shot, its detection events, its weights) for every shot, the GIL released and
+    /// Calls answer(shot, its detection events, its row of weights or logits) for every shot, the GIL released and
     /// the matcher locked (one batch at a time).
     template <typename Answer>
     void each_shot(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events,
@@ -347,9 +407,15 @@ class WeightedMatching {
     /// The shot's weights on the edges touching its detection events, then (with correlations)
     /// the conditional weights of the edges correlated with its first matching.
     void set_shot_weights(const std::vector<uint64_t>& defects, const float* shot_weights) {
+        set_shot_weights(defects, [&](uint32_t edge) { return (double)shot_weights[edge]; });
+    }
+
+    /// As above, each touched edge's log-odds weight given by weight_of(edge).
+    template <typename WeightOf>
+    void set_shot_weights(const std::vector<uint64_t>& defects, WeightOf&& weight_of) {
         for (auto d : defects)
             for (auto edge : incident_[d])
-                set_weight(edge, to_weight_int(shot_weights[edge], [&] { return "weight of edge " + std::to_string(edge); }));
+                set_weight(edge, to_weight_int(weight_of(edge), [&] { return "weight of edge " + std::to_string(edge); }));
         if (has_correlations_) {
             matched_edges(defects, first_matching_);
             for (auto edge : first_matching_)
@@ -394,6 +460,8 @@ PYBIND11_MODULE(_weighted_matching, m) {
         .def_property_readonly("num_detectors", &WeightedMatching::num_detectors)
         .def_property_readonly("num_edges", &WeightedMatching::num_edges)
         .def("decode_batch", &WeightedMatching::decode_batch, py::arg("events"), py::arg("weights"))
-        .def("decode_edges_batch", &WeightedMatching::decode_edges_batch, py::arg("events"), py::arg("weights"));
+        .def("decode_edges_batch", &WeightedMatching::decode_edges_batch, py::arg("events"), py::arg("weights"))
+        .def("decode_mixed_batch", &WeightedMatching::decode_mixed_batch, py::arg("events"), py::arg("logits"),
+             py::arg("logit_of"), py::arg("offset"), py::arg("scale"), py::arg("max_weight"), py::arg("answers"));
     register_window_loop(m);
 }

@@ -56,9 +56,9 @@ class _GuidedWindow:
     matcher: WeightedMatcher
     answers: np.ndarray  # uint8 [E, bytes]: what committing each edge does (as _Window's observables), bit-packed
     num_answers: int  # O + carried
-    prior: np.ndarray
-    predictable: np.ndarray
-    logit_index: np.ndarray
+    logit_of: np.ndarray  # int64 [E]: each edge's logit in the window's [slices, D, H, W] logits; -1: none
+    offset: np.ndarray  # float32 [E]: an edge's weight is offset + scale * its logit (see WeightedMatcher.decode_mixed)
+    scale: np.ndarray
     carried: np.ndarray
     sizes: tuple[int, ...]
 
@@ -119,8 +119,16 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         edges = parts.edges
         matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
                                   -parts.prior, parts.correlations)
-        return _GuidedWindow(matcher, np.packbits(edges.observables, axis=1), edges.observables.shape[1], parts.prior,
-                             parts.predictable, parts.logit_index, parts.carried, parts.sizes)
+        # weight = -((1 - mix) * prior + (mix / temperature) * logit) on the edges the network predicts
+        guided = parts.predictable if self.mix > 0 else parts.predictable[:0]
+        logit_of = np.full(edges.num_edges, -1, dtype=np.int64)
+        logit_of[guided] = parts.logit_index[:len(guided)]
+        offset = -parts.prior
+        offset[guided] *= 1 - self.mix
+        scale = np.zeros(edges.num_edges, dtype=np.float32)
+        scale[guided] = -self.mix / self.temperature
+        return _GuidedWindow(matcher, np.packbits(edges.observables, axis=1), edges.observables.shape[1], logit_of,
+                             offset.astype(np.float32), scale, parts.carried, parts.sizes)
 
     def cutter(self) -> tuple:
         return _cut_guided_family, (self.family, self.directions, self.window, self.correlations,
@@ -202,14 +210,12 @@ class GuidedWindowedExperiments(WindowedExperiments):
             self.logits[t] = out[:, j]
 
     def _match(self, window: _GuidedWindow, syndromes: np.ndarray) -> np.ndarray:
-        decoder = self.decoder
-        start, span = self.committed_slices, len(window.sizes)
-        mixed = np.tile(window.prior, (self.experiments, 1))
-        if decoder.mix > 0 and len(window.predictable):
-            logits = np.concatenate([self.logits[t] for t in range(start, start + span)], axis=1)[:, window.logit_index]
-            mixed[:, window.predictable] = ((1 - decoder.mix) * window.prior[window.predictable]
-                                            + (decoder.mix / decoder.temperature) * logits)
-        return _parities(window.matcher.decode_edges(syndromes, -mixed), window.answers, window.num_answers)
+        start = self.committed_slices
+        logits = (np.concatenate([self.logits[t] for t in range(start, start + len(window.sizes))], axis=1)
+                  if self.decoder.mix > 0 else np.zeros((self.experiments, 0), dtype=np.float32))
+        packed = window.matcher.decode_mixed(syndromes, logits, window.logit_of, window.offset, window.scale,
+                                             window.answers)
+        return np.unpackbits(packed, axis=1, count=window.num_answers).astype(bool)
 
     def _decode(self, window: _GuidedWindow, commit: int) -> np.ndarray:
         flips = super()._decode(window, commit)
@@ -219,18 +225,6 @@ class GuidedWindowedExperiments(WindowedExperiments):
         for t in [t for t in self.dense if t < start - self.decoder.window // 2]:
             del self.dense[t]
         return flips
-
-
-def _parities(matched: np.ndarray, answers: np.ndarray, count: int) -> np.ndarray:
-    """``bool [S, count]``: per shot, the XOR of the bit-packed ``answers`` rows of the edges it
-    ``matched`` (``bool [S, E]``). Not a BLAS product: OpenBLAS's threads spin on after one and took
-    ~40% of the two cores from the network calls between windows (block of 1,024 at d=5)."""
-    shots, edges = np.nonzero(matched)
-    packed = np.zeros((len(matched), answers.shape[1]), dtype=np.uint8)
-    if len(edges):
-        starts = np.flatnonzero(np.r_[True, shots[1:] != shots[:-1]])  # each shot's first matched edge
-        packed[shots[starts]] = np.bitwise_xor.reduceat(answers[edges], starts, axis=0)
-    return np.unpackbits(packed, axis=1, count=count).astype(bool)
 
 
 def _cut_guided_family(spec: CodeSpec, directions, window: int, correlations: bool, transposed: bool,

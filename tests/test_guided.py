@@ -204,3 +204,39 @@ def test_decode_edges_is_a_matching_that_explains_the_events_and_gives_the_answe
     flips, observables = edges.apply(matched)
     assert matched.any() and np.array_equal(flips, events)
     assert np.array_equal(observables, matcher.decode(events, weights))
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_decode_mixed_weighs_each_edge_by_its_logit_and_answers_parities(correlated):
+    """decode_mixed (a window's guided weights from one logit per edge, the answer as parities) gives
+    what the dense per-shot weights and decode_edges give, shot for shot; a non-finite logit is an
+    error naming the shot and the edge, and a logit index past the row is refused."""
+    spec = CodeSpec(5, 5, 0.006)
+    edges = EdgeTable.from_dem(spec.dem(), Layout.from_circuit(spec.circuit()))
+    prior = prior_logits(spec.dem(), edges).astype(np.float32)
+    matcher = WeightedMatcher(edges, -prior, conditional_weights(spec.dem(), edges) if correlated else None)
+    events = spec.circuit().compile_detector_sampler(seed=13).sample(2000)
+    rng = np.random.default_rng(2)
+    logits = rng.normal(-6, 2, (len(events), 300)).astype(np.float32)
+    logit_of = np.where(rng.random(edges.num_edges) < 0.7, rng.integers(0, 300, edges.num_edges), -1)
+    logit_of[0] = 299  # the last logit of a row
+    offset = (-0.6 * prior).astype(np.float32)
+    offset[logit_of < 0] = -prior[logit_of < 0]
+    scale = np.where(logit_of < 0, 0, -0.4).astype(np.float32)
+    answers = rng.integers(0, 256, (edges.num_edges, 3), dtype=np.uint8)
+    dense = np.where(logit_of < 0, offset, offset + scale * logits[:, np.maximum(logit_of, 0)])
+    matched = matcher.decode_edges(events, dense)
+    expected = np.zeros((len(events), 3), np.uint8)
+    for shot, edge in zip(*np.nonzero(matched)):
+        expected[shot] ^= answers[edge]
+    assert matched.sum(axis=1).max() > 1
+    mixed = matcher.decode_mixed(events, logits, logit_of, offset, scale, answers)
+    assert np.array_equal(mixed, expected)
+    poisoned = logits.copy()
+    shot = int(np.flatnonzero(events.any(axis=1))[0])
+    edge = next(e for e in range(edges.num_edges) if logit_of[e] >= 0 and events[shot, edges.detectors[e, 0]])
+    poisoned[shot, logit_of[edge]] = np.nan
+    with pytest.raises(NqecError, match=rf"shot {shot} .*edge {edge} is nan"):
+        matcher.decode_mixed(events, poisoned, logit_of, offset, scale, answers)
+    with pytest.raises(NqecError, match="expected < 299 logits per shot"):
+        matcher.decode_mixed(events, logits[:, :299], logit_of, offset, scale, answers)
