@@ -141,3 +141,23 @@ def test_two_networks_of_one_geometry_share_the_window_matchers(bundle, long_sho
     assert np.array_equal(answers, alone.decode_batch(events[:300], rounds=30))
     with pytest.raises(NqecError, match="windows_of must be"):
         guided_windows(bundle, FAMILY, windows_of=first)  # predecoder-fpga: another network geometry
+
+
+def test_the_network_runs_once_per_message_on_each_slice_once(bundle, long_shots):
+    """Rounds pushed in messages: one network call per message, on the slices whose input window it
+    completes, and every slice computed once; the final slice leaves only the last lookahead + 1
+    slices to the answer. The answers are the whole block's."""
+    events, _ = long_shots
+    windowed = guided_windows(bundle, FAMILY)
+    whole = windowed.decode_batch(events[:8], rounds=30)
+    calls = []
+    network = windowed.runner
+    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    sizes = windowed.slice_sizes(30)
+    bounds = np.cumsum([0, *sizes])
+    stream = windowed.open(8)
+    for first in range(0, 30, 10):
+        stream.push_slices(events[:8, bounds[first]:bounds[first + 10]], 10)
+    assert len(calls) == 3
+    assert np.array_equal(stream.finish(events[:8, bounds[-2]:]), whole)
+    assert calls == [8 * 9, 8 * 10, 8 * 10, 8 * (windowed.lookahead + 1)] and sum(calls) == 8 * len(sizes)
