@@ -448,7 +448,7 @@ class WindowedExperiments:
             if len(self.slices) >= decoder.span + decoder.lookahead:
                 window = decoder._window(self.committed_slices == 0, decoder.span, False)
                 updates.append(self._decode(window, commit=decoder.commit))
-        return np.bitwise_xor.reduce(updates) if updates else None
+        return combined(updates)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""
@@ -490,6 +490,12 @@ class WindowedExperiments:
     def _match(self, window: _Window, syndromes: np.ndarray) -> np.ndarray:
         """The window's answer, ``bool [experiments, O + carried]`` (see :class:`_Window`)."""
         return window.decode(syndromes, self.decoder.correlations)
+
+
+def combined(updates: list[np.ndarray | None]) -> np.ndarray | None:
+    """The XOR of the Pauli-frame updates that are not None; None when none is."""
+    updates = [update for update in updates if update is not None]
+    return np.bitwise_xor.reduce(updates) if updates else None
 
 
 # each decoder's pymatching.Matching per window (key, mode), for PyMatchingWindows; they go with the decoder

@@ -33,7 +33,10 @@ from decoder.guided import WeightedMatcher, conditional_weights, prior_logits
 from decoder.interface import Stage
 from decoder.layout import Layout
 from decoder.spec import CodeSpec
-from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph
+from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph, combined
+
+
+NETWORK_ROWS = 1 << 15  # most experiment-slices in one network call of a push (inputs ~28 MB, logits ~66 MB at d=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +184,17 @@ class GuidedWindowedExperiments(WindowedExperiments):
     def _take(self, slices: list[np.ndarray]) -> np.ndarray | None:
         """As the base class's, but first the network runs, in one call, on every slice whose input
         window these slices complete (so a message of many rounds is one call, and the final slice
-        leaves only the last ``lookahead + 1`` slices to it)."""
-        for events in slices:
-            self._remember(events)
-        self._run_network(self.received - self.decoder.lookahead)
-        return super()._take(slices)
+        leaves only the last ``lookahead + 1`` slices to it); slices of more than NETWORK_ROWS
+        experiment-rounds go in parts, so memory stays bounded whatever one push holds."""
+        step = max(1, NETWORK_ROWS // self.experiments)
+        updates = []
+        for first in range(0, len(slices), step):
+            part = slices[first: first + step]
+            for events in part:
+                self._remember(events)
+            self._run_network(self.received - self.decoder.lookahead)
+            updates.append(super()._take(part))
+        return combined(updates)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         final_events = self._check(final_events, self.decoder.final_slice)

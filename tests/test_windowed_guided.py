@@ -161,3 +161,19 @@ def test_the_network_runs_once_per_message_on_each_slice_once(bundle, long_shots
     assert len(calls) == 3
     assert np.array_equal(stream.finish(events[:8, bounds[-2]:]), whole)
     assert calls == [8 * 9, 8 * 10, 8 * 10, 8 * (windowed.lookahead + 1)] and sum(calls) == 8 * len(sizes)
+
+
+def test_a_large_push_runs_the_network_in_parts(bundle, long_shots, monkeypatch):
+    """A push of more experiment-slices than NETWORK_ROWS (decode_batch pushes a whole experiment at
+    once) goes to the network in parts of at most that many rows: memory stays bounded; same answers."""
+    import decoder.windowed_guided as windowed_guided
+
+    events, _ = long_shots
+    windowed = guided_windows(bundle, FAMILY)
+    whole = windowed.decode_batch(events[:8], rounds=30)
+    calls = []
+    network = windowed.runner
+    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    monkeypatch.setattr(windowed_guided, "NETWORK_ROWS", 8 * 4)
+    assert np.array_equal(windowed.decode_batch(events[:8], rounds=30), whole)
+    assert max(calls) <= 8 * 4 and sum(calls) == 8 * len(windowed.slice_sizes(30))
