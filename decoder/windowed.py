@@ -448,7 +448,7 @@ class WindowedExperiments:
             if len(self.slices) >= decoder.span + decoder.lookahead:
                 window = decoder._window(self.committed_slices == 0, decoder.span, False)
                 updates.append(self._decode(window, commit=decoder.commit))
-        return combined(updates)
+        return xor_updates(updates)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         """Add the final data-measurement slice and decode the rest: ``bool [experiments, O]``."""
@@ -492,7 +492,7 @@ class WindowedExperiments:
         return window.decode(syndromes, self.decoder.correlations)
 
 
-def combined(updates: list[np.ndarray | None]) -> np.ndarray | None:
+def xor_updates(updates: list[np.ndarray | None]) -> np.ndarray | None:
     """The XOR of the Pauli-frame updates that are not None; None when none is."""
     updates = [update for update in updates if update is not None]
     return np.bitwise_xor.reduce(updates) if updates else None

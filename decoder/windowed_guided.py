@@ -33,7 +33,7 @@ from decoder.guided import WeightedMatcher, conditional_weights, prior_logits
 from decoder.interface import Stage
 from decoder.layout import Layout
 from decoder.spec import CodeSpec
-from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph, combined
+from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph, xor_updates
 
 
 NETWORK_ROWS = 1 << 15  # most experiment-slices in one network call of a push (inputs ~28 MB, logits ~66 MB at d=5)
@@ -194,7 +194,7 @@ class GuidedWindowedExperiments(WindowedExperiments):
                 self._remember(events)
             self._run_network(self.received - self.decoder.lookahead)
             updates.append(super()._take(part))
-        return combined(updates)
+        return xor_updates(updates)
 
     def finish(self, final_events: np.ndarray) -> np.ndarray:
         final_events = self._check(final_events, self.decoder.final_slice)
@@ -215,8 +215,8 @@ class GuidedWindowedExperiments(WindowedExperiments):
                            for t in missing], axis=1)  # [S, missing, 2 * window, H, W]
         inputs = inputs.reshape(-1, *inputs.shape[2:])
         out = np.asarray(decoder.runner(inputs), dtype=np.float32).reshape(self.experiments, len(missing), -1)
-        for j, t in enumerate(missing):
-            self.logits[t] = out[:, j]
+        for j, t in enumerate(missing):  # each slice its own array: a committed one frees its memory
+            self.logits[t] = out[:, j] if len(missing) == 1 else out[:, j].copy()
 
     def _match(self, window: _GuidedWindow, syndromes: np.ndarray) -> np.ndarray:
         start = self.committed_slices

@@ -177,3 +177,19 @@ def test_a_large_push_runs_the_network_in_parts(bundle, long_shots, monkeypatch)
     monkeypatch.setattr(windowed_guided, "NETWORK_ROWS", 8 * 4)
     assert np.array_equal(windowed.decode_batch(events[:8], rounds=30), whole)
     assert max(calls) <= 8 * 4 and sum(calls) == 8 * len(windowed.slice_sizes(30))
+
+
+def test_a_message_of_many_rounds_holds_a_windows_worth_of_logits(bundle, long_shots):
+    """Once its windows are committed, a message's slices free their logits: what an experiment
+    holds after messages of 29 rounds is what it holds after single rounds (no array of the
+    message's logits kept alive behind one slice's view)."""
+    events, _ = long_shots
+    windowed = guided_windows(bundle, FAMILY)
+    bounds = np.cumsum([0, *windowed.slice_sizes(30)])
+    one_at_a_time, in_one_message = windowed.open(4), windowed.open(4)
+    for t in range(29):
+        one_at_a_time.push(events[:4, bounds[t]:bounds[t + 1]])
+    in_one_message.push_slices(events[:4, :bounds[29]], 29)
+    owners = {id(a.base if a.base is not None else a): (a.base if a.base is not None else a).nbytes
+              for a in in_one_message.logits.values()}
+    assert sum(owners.values()) <= sum(a.nbytes for a in one_at_a_time.logits.values())
