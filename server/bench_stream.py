@@ -23,7 +23,10 @@ import time
 import tracemalloc
 
 import numpy as np
+from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from decoder.bundle import Bundle
 from decoder.errors import NqecError
@@ -253,7 +256,7 @@ def window_ler_check(spec: CodeSpec, rounds: int, shots: int, seed: int,
 
 def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots: int = 20_000,
                  headline_distance: int = 5, streamed: StreamedDecoder = StreamedDecoder(),
-                 round_budget: int = ROUND_BUDGET) -> tuple[dict, Table]:
+                 round_budget: int = ROUND_BUDGET) -> tuple[dict, Group]:
     """The table over ``distances`` x ROUNDS (at most ``round_budget`` experiment-rounds a cell), the
     headline figures at ``headline_distance`` and the accuracy check; returns the JSON-ready result
     and a rich table."""
@@ -312,21 +315,43 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores; load average {load:.1f} as "
                    "the run started), one process per side",
     }
-    table = Table(title=f"nqec bench stream: {decoder.name}{f' ({streamed.model})' if streamed.model else ''}, "
-                        f"p={p:g} (commit d, buffer d rounds)")
-    for column in ("d", "rounds", "block", "rounds/s block", "rounds/s one", "rounds/s gRPC", "reaction p50/p99 ms",
-                   "server p50/p99 ms", "held / peak KB"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(str(row["distance"]), f"{row['rounds']:,}", f"{row['block']:,}", f"{row['rounds_per_s']:,.0f}",
-                      f"{row['single_rounds_per_s']:,.0f}", f"{row['grpc_rounds_per_s']:,.0f}",
-                      f"{row['reaction_p50_ms']:.2f} / {row['reaction_p99_ms']:.2f}",
-                      f"{row['server_reaction_p50_ms']:.2f} / {row['server_reaction_p99_ms']:.2f}",
-                      f"{row['held_memory_bytes'] / 1024:.1f} / {row['peak_memory_bytes'] / 1024:.0f}")
+    return result, stream_table(result)
+
+
+def _thousands(rate: float) -> str:
+    """A rate in at most 7 characters: 12, 86.8k, 1,810k."""
+    return f"{rate:.0f}" if rate < 1e3 else f"{rate / 1e3:.1f}k" if rate < 1e5 else f"{rate / 1e3:,.0f}k"
+
+
+def _percentiles(p50: float, p99: float) -> str:
+    """Two times in ms, short: 0.95/1.29, 12.2/104."""
+    return "/".join(f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}" for ms in (p50, p99))
+
+
+def stream_table(result: dict) -> Group:
+    """The bench's table (74 columns wide) and what its columns mean, from its JSON result."""
+    model = f" ({result['model']})" if result.get("model") else ""
+    table = Table(title=f"nqec bench stream: {result['decoder']}{model}, p={result['p']:g}", box=box.SIMPLE_HEAD,
+                  show_edge=False, collapse_padding=True)
+    widths = {"d": 2, "rounds": 6, "block": 5, "block r/s": 7, "one r/s": 7, "gRPC r/s": 7, "reaction ms": 9,
+              "server ms": 9, "held KB": 7}  # 74 columns in all
+    for column, width in widths.items():
+        table.add_column(column, justify="right", width=width)
+    for row in result["table"]:
+        table.add_row(str(row["distance"]), f"{row['rounds']:,}", f"{row['block']:,}", _thousands(row["rounds_per_s"]),
+                      _thousands(row["single_rounds_per_s"]), _thousands(row["grpc_rounds_per_s"]),
+                      _percentiles(row["reaction_p50_ms"], row["reaction_p99_ms"]),
+                      _percentiles(row["server_reaction_p50_ms"], row["server_reaction_p99_ms"]),
+                      f"{row['held_memory_bytes'] / 1024:.1f}")
+    check = result["window_ler_check"]
+    modes = [mode for mode in ("uncorrelated", "correlated") if mode in check]
     checks = "; ".join(f"{mode} {check[mode]['ratio']:.3f} ({check[mode]['windowed_errors']} vs "
                        f"{check[mode]['whole_errors']} errors)" for mode in modes)
-    table.caption = (f"d={headline_distance}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
+    notes = ("Windows commit d rounds and buffer d. rounds/s of a block in process, of one experiment alone, "
+                     "of the block over gRPC; reaction and "
+                     "the server's part of it: p50/p99 ms; held: event data of one open experiment (JSON: peak). "
+                     f"d={result['distance']}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
                      f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f} "
                      f"(messages of {ROUNDS_PER_MESSAGE} rounds{_versus_python_loop(result)}); "
-                     f"windowed/whole-experiment LER per round at r=100 on {ler_shots:,} shots: {checks}")
-    return result, table
+                     f"windowed/whole-experiment LER per round at r=100 on {check['shots']:,} shots: {checks}")
+    return Group(table, Text(notes))

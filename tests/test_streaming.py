@@ -1,6 +1,8 @@
 """DecodeStream of experiments of any length against a real loopback server: windowed answers
 equal in-process windowed decoding bit for bit; corrections stream; bad rounds stay local."""
 
+import io
+
 import grpc
 import numpy as np
 import pytest
@@ -197,3 +199,24 @@ def test_errors_for_many_experiments_come_in_responses_a_client_can_receive(clie
     assert not answer.error
     decoded = np.unpackbits(np.frombuffer(answer.observable_flips, np.uint8), count=1, bitorder="little")
     assert np.array_equal(decoded.astype(bool), SlidingWindowDecoder(FAMILY).decode_batch(events, 6)[0])
+
+
+def test_the_stream_bench_table_fits_a_terminal():
+    """Rates from 10 to 2·10^6 rounds/s, 10,000-round rows and slow reactions: every figure whole in
+    80 columns (no cell cut short with an ellipsis)."""
+    from rich.console import Console
+
+    from server.bench_stream import stream_table
+
+    row = {"distance": 9, "rounds": 10_000, "block": 1_024, "rounds_per_s": 1_954_321.0, "single_rounds_per_s": 12.5,
+           "grpc_rounds_per_s": 86_843.0, "reaction_p50_ms": 12.25, "reaction_p99_ms": 103.5,
+           "server_reaction_p50_ms": 0.23, "server_reaction_p99_ms": 10.31, "held_memory_bytes": 123_456,
+           "peak_memory_bytes": 200_000}
+    check = {"shots": 20_000, "correlated": {"ratio": 1.013, "windowed_errors": 827, "whole_errors": 817}}
+    result = {"decoder": "windowed-guided-matching", "model": "predecoder-d5-int8", "p": 0.003, "distance": 9,
+              "rounds_per_s": 1_954_321.0, "single_rounds_per_s": 12.5, "table": [row], "window_ler_check": check}
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(stream_table(result))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert all(cell in text for cell in ("1,954k", " 12 ", "86.8k", "12.2/104", "0.23/10.3", "120.6"))
