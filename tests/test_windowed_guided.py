@@ -143,16 +143,23 @@ def test_two_networks_of_one_geometry_share_the_window_matchers(bundle, long_sho
         guided_windows(bundle, FAMILY, windows_of=first)  # predecoder-fpga: another network geometry
 
 
+def _counting_network_calls(bundle, events: np.ndarray):
+    """A windowed guided decoder, its answers on ``events`` (30 rounds), and the list its network
+    calls append their row counts to from now on."""
+    windowed = guided_windows(bundle, FAMILY)
+    whole = windowed.decode_batch(events, rounds=30)
+    calls = []
+    network = windowed.runner
+    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    return windowed, whole, calls
+
+
 def test_the_network_runs_once_per_message_on_each_slice_once(bundle, long_shots):
     """Rounds pushed in messages: one network call per message, on the slices whose input window it
     completes, and every slice computed once; the final slice leaves only the last lookahead + 1
     slices to the answer. The answers are the whole block's."""
     events, _ = long_shots
-    windowed = guided_windows(bundle, FAMILY)
-    whole = windowed.decode_batch(events[:8], rounds=30)
-    calls = []
-    network = windowed.runner
-    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    windowed, whole, calls = _counting_network_calls(bundle, events[:8])
     sizes = windowed.slice_sizes(30)
     bounds = np.cumsum([0, *sizes])
     stream = windowed.open(8)
@@ -169,11 +176,7 @@ def test_a_large_push_runs_the_network_in_parts(bundle, long_shots, monkeypatch)
     import decoder.windowed_guided as windowed_guided
 
     events, _ = long_shots
-    windowed = guided_windows(bundle, FAMILY)
-    whole = windowed.decode_batch(events[:8], rounds=30)
-    calls = []
-    network = windowed.runner
-    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    windowed, whole, calls = _counting_network_calls(bundle, events[:8])
     monkeypatch.setattr(windowed_guided, "NETWORK_ROWS", 8 * 4)
     assert np.array_equal(windowed.decode_batch(events[:8], rounds=30), whole)
     assert max(calls) <= 8 * 4 and sum(calls) == 8 * len(windowed.slice_sizes(30))
