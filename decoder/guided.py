@@ -130,8 +130,9 @@ class WeightedMatcher:
         in shot ``s`` edge ``e`` weighs ``offset[e] + scale[e] * logits[s, logit_of[e]]`` (``offset[e]``
         where ``logit_of[e] < 0``), clipped as in :meth:`decode`; returns ``uint8 [S, B]``, per shot the
         XOR of the ``answers`` rows (``uint8 [E, B]``) of the edges of its matching. What
-        :meth:`decode_edges` on the dense weights and a parity product with ``answers`` give, with
-        only the weights of the edges a shot touches ever computed."""
+        :meth:`decode_edges` on the dense weights and a parity product with ``answers`` give (up to
+        the rounding of the weights, computed here in double precision), with only the weights of
+        the edges a shot touches ever computed (and checked: a non-finite one is an error)."""
         try:
             return self._matching.decode_mixed_batch(np.ascontiguousarray(events, dtype=np.uint8),
                                                      np.ascontiguousarray(logits, dtype=np.float32), logit_of,

@@ -224,8 +224,10 @@ class WeightedMatching {
                 set_shot_weights(defects, [&](uint32_t e) {
                     double w = index[e] < 0 ? off[e] : off[e] + sc[e] * (double)shot_logits[index[e]];
                     if (!std::isfinite(w))
-                        throw std::invalid_argument("weight of edge " + std::to_string(e) + " is " + std::to_string(w) +
-                                                    " (its network logit is not finite)");
+                        throw std::invalid_argument(
+                            "weight of edge " + std::to_string(e) + " is " + std::to_string(w) + " (offset " +
+                            std::to_string(off[e]) + " + scale " + std::to_string(sc[e]) + " x logit " +
+                            (index[e] < 0 ? std::string("none") : std::to_string(shot_logits[index[e]])) + ")");
                     return std::min(std::max(w, 0.0), max_weight);
                 });
                 matched_edges(defects, edges);

@@ -433,7 +433,7 @@ class WindowedExperiments:
         events = self._check(events, size, what)
         if self._stream is None:  # the Python loop: slice by slice
             sizes = [decoder.first_slice if start + k == 0 else decoder.bulk_slice for k in range(count)]
-            return self._take(np.split(events, np.cumsum(sizes)[:-1], axis=1))
+            return self._take(np.split(events, np.cumsum(sizes)[:-1], axis=1) if count else [])
         update = self._stream.push(events.view(np.uint8), count)
         self.committed_slices = self._stream.committed_slices
         return update

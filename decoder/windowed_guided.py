@@ -6,7 +6,8 @@ only how a window is matched changes. Each window's graph (the same cut DEM PyMa
 is held by the compiled weighted matcher, and an edge inside the window whose direction the
 network knows takes ``(1 - mix) * prior + (mix / temperature) * network`` as its log-odds (edges
 leaving at the window's open top keep the prior). The network runs once per time slice, for the
-whole block of experiments, on the raw events of the ``window`` slices around it; a window is
+whole block of experiments, on the raw events of the ``window`` slices around it (one call per
+push for all the slices it completes, and the weights of a window in one compiled call); a window is
 decoded once the slices its last slice's network input needs have arrived (``lookahead``), so
 every slice's network output is what the whole experiment's would be. At mix 0 the weights are
 the prior's and the answers are windowed matching's.
@@ -36,7 +37,9 @@ from decoder.spec import CodeSpec
 from decoder.windowed import SlidingWindowDecoder, WindowedExperiments, WindowGraph, xor_updates
 
 
-NETWORK_ROWS = 1 << 15  # most experiment-slices in one network call of a push (inputs ~28 MB, logits ~66 MB at d=5)
+# Most experiment-slices in one network call of a push: at d=5 (14 directions) ~66 MB of logits and
+# 28 MB (3-round window) to 47 MB (5-round) of inputs. A slice of more experiments is one call.
+NETWORK_ROWS = 1 << 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +63,7 @@ class _GuidedWindow:
     answers: np.ndarray  # uint8 [E, bytes]: what committing each edge does (as _Window's observables), bit-packed
     num_answers: int  # O + carried
     logit_of: np.ndarray  # int64 [E]: each edge's logit in the window's [slices, D, H, W] logits; -1: none
-    offset: np.ndarray  # float32 [E]: an edge's weight is offset + scale * its logit (see WeightedMatcher.decode_mixed)
-    scale: np.ndarray
+    prior_weight: np.ndarray  # float32 [E]: -prior log-odds, each edge's weight without the network
     carried: np.ndarray
     sizes: tuple[int, ...]
 
@@ -73,7 +75,7 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
     (a bundle's ``run``); ``directions`` is the network's edge vocabulary, ``network_basis`` the
     basis it was trained on (the other basis is seen transposed, as in guided matching).
     ``windows_of``: a decoder with the same recipe (:meth:`cutter`) whose window matchers this one
-    shares (they depend on the DEM and the edge vocabulary, not on the network's weights)."""
+    shares (they depend on the DEM and the edge vocabulary, not on the network, its mix or temperature)."""
 
     def __init__(self, spec: CodeSpec, runner, directions: tuple[Direction, ...], window: int, *,
                  mix: float = 0.5, temperature: float = 1.0, correlations: bool = False, network_basis: str = "z",
@@ -88,6 +90,7 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         self.name = "windowed-guided-matching"
         self.runner, self.directions, self.window = runner, tuple(tuple(d) for d in directions), window
         self.mix, self.temperature = mix, temperature
+        self._mixes: dict[int, tuple] = {}  # id(window) -> (window, its mixed_weights)
         self.stage = Stage.NETWORK if mix > 0 else Stage.MATCHING
         self.transposed = spec.basis != network_basis
         layout = Layout.from_circuit(self._circuit(3))
@@ -122,16 +125,23 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         edges = parts.edges
         matcher = WeightedMatcher(dataclasses.replace(edges, observables=edges.observables[:, :self.num_observables]),
                                   -parts.prior, parts.correlations)
-        # weight = -((1 - mix) * prior + (mix / temperature) * logit) on the edges the network predicts
-        guided = parts.predictable if self.mix > 0 else parts.predictable[:0]
         logit_of = np.full(edges.num_edges, -1, dtype=np.int64)
-        logit_of[guided] = parts.logit_index[:len(guided)]
-        offset = -parts.prior
-        offset[guided] *= 1 - self.mix
-        scale = np.zeros(edges.num_edges, dtype=np.float32)
-        scale[guided] = -self.mix / self.temperature
+        logit_of[parts.predictable] = parts.logit_index
         return _GuidedWindow(matcher, np.packbits(edges.observables, axis=1), edges.observables.shape[1], logit_of,
-                             offset.astype(np.float32), scale, parts.carried, parts.sizes)
+                             (-parts.prior).astype(np.float32), parts.carried, parts.sizes)
+
+    def mixed_weights(self, window: _GuidedWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(logit_of, offset, scale)`` of a window under this decoder's mix and temperature (see
+        :meth:`WeightedMatcher.decode_mixed`): ``-((1 - mix) * prior + (mix / temperature) * logit)``
+        on the edges the network predicts, ``-prior`` on the others. Per decoder, since decoders of
+        other mixes may share its windows (``windows_of``); made once per window."""
+        held = self._mixes.get(id(window))
+        if held is None or held[0] is not window:
+            guided = window.logit_of >= 0 if self.mix > 0 else np.zeros(len(window.logit_of), dtype=bool)
+            offset = np.where(guided, (1 - self.mix) * window.prior_weight, window.prior_weight).astype(np.float32)
+            scale = np.where(guided, -self.mix / self.temperature, 0).astype(np.float32)
+            held = self._mixes[id(window)] = (window, np.where(guided, window.logit_of, -1), offset, scale)
+        return held[1:]
 
     def cutter(self) -> tuple:
         return _cut_guided_family, (self.family, self.directions, self.window, self.correlations,
@@ -182,11 +192,12 @@ class GuidedWindowedExperiments(WindowedExperiments):
         self.received += 1
 
     def _take(self, slices: list[np.ndarray]) -> np.ndarray | None:
-        """As the base class's, but first the network runs, in one call, on every slice whose input
-        window these slices complete (so a message of many rounds is one call, and the final slice
-        leaves only the last ``lookahead + 1`` slices to it); slices of more than NETWORK_ROWS
-        experiment-rounds go in parts, so memory stays bounded whatever one push holds."""
-        step = max(1, NETWORK_ROWS // self.experiments)
+        """As the base class's, but first the network runs on every slice whose input window these
+        slices complete: one call for a message of many rounds, so the final slice leaves only the
+        last ``lookahead + 1`` slices to it. More than NETWORK_ROWS experiment-slices go in parts of
+        at most that many (at least one slice each), their windows decoded before the next part's
+        network call, so a push of whole experiments (``decode_batch``) holds one part at a time."""
+        step = max(1, NETWORK_ROWS // max(1, self.experiments))
         updates = []
         for first in range(0, len(slices), step):
             part = slices[first: first + step]
@@ -210,11 +221,16 @@ class GuidedWindowedExperiments(WindowedExperiments):
         missing = [t for t in range(self.committed_slices, end) if t not in self.logits]
         if decoder.mix == 0 or not missing:
             return
-        zeros = np.zeros_like(next(iter(self.dense.values())))
-        inputs = np.stack([np.concatenate([self.dense.get(u, zeros) for u in range(t - half, t + half + 1)], axis=1)
-                           for t in missing], axis=1)  # [S, missing, 2 * window, H, W]
-        inputs = inputs.reshape(-1, *inputs.shape[2:])
-        out = np.asarray(decoder.runner(inputs), dtype=np.float32).reshape(self.experiments, len(missing), -1)
+        inputs = np.zeros((self.experiments, len(missing), 2 * decoder.window, decoder.height, decoder.width),
+                          dtype=np.float32)  # slices before the first and after the final one stay zero
+        for j, t in enumerate(missing):
+            for k, u in enumerate(range(t - half, t + half + 1)):
+                if u in self.dense:
+                    inputs[:, j, 2 * k: 2 * k + 2] = self.dense[u]
+        out = decoder.runner(inputs.reshape(-1, *inputs.shape[2:]))
+        del inputs
+        out = np.asarray(out, dtype=np.float32)
+        out = out.reshape(self.experiments, len(missing), int(np.prod(out.shape[1:])))
         for j, t in enumerate(missing):  # each slice its own array: a committed one frees its memory
             self.logits[t] = out[:, j] if len(missing) == 1 else out[:, j].copy()
 
@@ -222,8 +238,7 @@ class GuidedWindowedExperiments(WindowedExperiments):
         start = self.committed_slices
         logits = (np.concatenate([self.logits[t] for t in range(start, start + len(window.sizes))], axis=1)
                   if self.decoder.mix > 0 else np.zeros((self.experiments, 0), dtype=np.float32))
-        packed = window.matcher.decode_mixed(syndromes, logits, window.logit_of, window.offset, window.scale,
-                                             window.answers)
+        packed = window.matcher.decode_mixed(syndromes, logits, *self.decoder.mixed_weights(window), window.answers)
         return np.unpackbits(packed, axis=1, count=window.num_answers).astype(bool)
 
     def _decode(self, window: _GuidedWindow, commit: int) -> np.ndarray:

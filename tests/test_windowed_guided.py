@@ -196,3 +196,25 @@ def test_a_message_of_many_rounds_holds_a_windows_worth_of_logits(bundle, long_s
     owners = {id(a.base if a.base is not None else a): (a.base if a.base is not None else a).nbytes
               for a in in_one_message.logits.values()}
     assert sum(owners.values()) <= sum(a.nbytes for a in one_at_a_time.logits.values())
+
+
+def test_decoders_of_other_mixes_share_windows_but_not_weights(bundle, long_shots):
+    """Window matchers shared between decoders of one geometry (windows_of) carry no mix: each
+    decoder answers with its own mix and temperature, whichever built the windows first."""
+    events, _ = long_shots
+    alone = {mix: guided_windows(bundle, FAMILY, mix=mix).decode_batch(events[:300], rounds=30) for mix in (0.0, 0.9)}
+    first = guided_windows(bundle, FAMILY, mix=0.9)
+    first.decode_batch(events[:10], rounds=30)  # builds the shared windows
+    for mix in (0.0, 0.9):
+        shared = guided_windows(bundle, FAMILY, mix=mix, windows_of=first)
+        assert shared._windows is first._windows
+        assert np.array_equal(shared.decode_batch(events[:300], rounds=30), alone[mix])
+    assert not np.array_equal(alone[0.0], alone[0.9])
+
+
+def test_pushing_no_slices_or_no_experiments_changes_nothing(bundle, long_shots):
+    events, _ = long_shots
+    windowed = guided_windows(bundle, FAMILY)
+    stream = windowed.open(4)
+    assert stream.push_slices(np.zeros((4, 0), dtype=bool), 0) is None and stream.next_slice == 0
+    assert windowed.decode_batch(events[:0], rounds=30).shape == (0, 1)
