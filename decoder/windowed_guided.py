@@ -91,6 +91,7 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         self.runner, self.directions, self.window = runner, tuple(tuple(d) for d in directions), window
         self.mix, self.temperature = mix, temperature
         self._mixes: dict[int, tuple] = {}  # id(window) -> (window, its mixed_weights)
+        self._quiet = None  # the network's logits of an all-zero input
         self.stage = Stage.NETWORK if mix > 0 else Stage.MATCHING
         self.transposed = spec.basis != network_basis
         layout = Layout.from_circuit(self._circuit(3))
@@ -129,6 +130,21 @@ class GuidedSlidingWindowDecoder(SlidingWindowDecoder):
         logit_of[parts.predictable] = parts.logit_index
         return _GuidedWindow(matcher, np.packbits(edges.observables, axis=1), edges.observables.shape[1], logit_of,
                              (-parts.prior).astype(np.float32), parts.carried, parts.sizes)
+
+    def network(self, inputs: np.ndarray) -> np.ndarray:
+        """The runner's float32 logits of ``inputs``, run only on the rows with an event: a row of
+        none (16% of d=5 rows at p=0.003 in a 3-round window) takes the logits of an all-zero
+        input, computed once."""
+        live = inputs.reshape(len(inputs), int(np.prod(inputs.shape[1:]))).any(axis=1)
+        if live.all():
+            return np.asarray(self.runner(inputs), dtype=np.float32)
+        if self._quiet is None:
+            self._quiet = np.asarray(self.runner(np.zeros_like(inputs[:1])), dtype=np.float32)[0]
+        out = np.empty((len(inputs), *self._quiet.shape), dtype=np.float32)
+        out[~live] = self._quiet
+        if live.any():
+            out[live] = self.runner(inputs[live])
+        return out
 
     def mixed_weights(self, window: _GuidedWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(logit_of, offset, scale)`` of a window under this decoder's mix and temperature (see
@@ -227,9 +243,8 @@ class GuidedWindowedExperiments(WindowedExperiments):
             for k, u in enumerate(range(t - half, t + half + 1)):
                 if u in self.dense:
                     inputs[:, j, 2 * k: 2 * k + 2] = self.dense[u]
-        out = decoder.runner(inputs.reshape(-1, *inputs.shape[2:]))
+        out = decoder.network(inputs.reshape(-1, *inputs.shape[2:]))
         del inputs
-        out = np.asarray(out, dtype=np.float32)
         out = out.reshape(self.experiments, len(missing), int(np.prod(out.shape[1:])))
         for j, t in enumerate(missing):  # each slice its own array: a committed one frees its memory
             self.logits[t] = out[:, j] if len(missing) == 1 else out[:, j].copy()

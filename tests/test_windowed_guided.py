@@ -149,8 +149,8 @@ def _counting_network_calls(bundle, events: np.ndarray):
     windowed = guided_windows(bundle, FAMILY)
     whole = windowed.decode_batch(events, rounds=30)
     calls = []
-    network = windowed.runner
-    windowed.runner = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
+    network = windowed.network
+    windowed.network = lambda inputs: (calls.append(len(inputs)), network(inputs))[1]
     return windowed, whole, calls
 
 
@@ -218,3 +218,18 @@ def test_pushing_no_slices_or_no_experiments_changes_nothing(bundle, long_shots)
     stream = windowed.open(4)
     assert stream.push_slices(np.zeros((4, 0), dtype=bool), 0) is None and stream.next_slice == 0
     assert windowed.decode_batch(events[:0], rounds=30).shape == (0, 1)
+
+
+def test_the_network_skips_rows_without_events_and_gives_their_logits(bundle, long_shots):
+    """Rows whose input window holds no event take the all-zero input's logits, computed once:
+    bit for bit what the network gives them, and the network never sees them again."""
+    windowed = guided_windows(bundle, FAMILY)
+    rows = np.zeros((40, 2 * windowed.window, windowed.height, windowed.width), dtype=np.float32)
+    rows[::3, 1, 2, 3] = 1.0
+    rows[1::3, 0, 1, 1] = 1.0
+    expected = bundle.run(rows)
+    seen = []
+    windowed.runner = lambda inputs: (seen.append(len(inputs)), bundle.run(inputs))[1]
+    assert np.array_equal(windowed.network(rows), expected)
+    assert np.array_equal(windowed.network(rows), expected)
+    assert seen == [1, 27, 27]  # the all-zero row once, then the live rows of each call
