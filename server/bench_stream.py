@@ -47,7 +47,7 @@ HEADLINE_BLOCK, HEADLINE_ROUNDS = 1024, 1000
 ROUNDS_PER_MESSAGE = 100  # a single experiment's rounds travel in messages of this many
 SINGLE_EXPERIMENTS = 5  # the headline's single experiments, decoded one after another, share a quarter of the
 # round budget (10,000 rounds each by default)
-REACTION_SAMPLES = 20  # at least this many experiments per reaction-time percentile
+REACTION_SAMPLES = 50  # at least this many experiments per reaction-time percentile (their own, not the block's)
 # Start measuring once every any-length model of the server is warm: the background build of the
 # families not measured would otherwise share the CPU (and the server's GIL) with the measurement.
 WAIT_FOR_EVERY_MODEL = True
@@ -276,13 +276,15 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
             for rounds in ROUNDS:
                 block = max(1, min(HEADLINE_BLOCK, round_budget // rounds))
                 slices = _slices(spec, decoder, rounds, block, seed + rounds)
-                reactions, server = _reaction_ms(client, model, decoder, slices,
-                                                 min(block, max(REACTION_SAMPLES, 2000 // rounds)))
+                samples = max(REACTION_SAMPLES, 2000 // rounds)  # a long experiment's block is a few experiments
+                reactions, server = _reaction_ms(client, model, decoder,
+                                                 _slices(spec, decoder, rounds, samples, seed + rounds + 1), samples)
                 rows.append({"distance": d, "rounds": rounds, "block": block,
                              "rounds_per_s": _inprocess_rounds_per_s(decoder, slices),
                              "single_rounds_per_s": _single_rounds_per_s(  # ~10,000 rounds of experiments, each alone
                                  decoder, [s[:max(1, 10_000 // rounds)] for s in slices]),
                              "grpc_rounds_per_s": _grpc_block_rounds_per_s(client, model, slices),
+                             "reaction_samples": samples,
                              "reaction_p50_ms": float(np.percentile(reactions, 50)),
                              "reaction_p99_ms": float(np.percentile(reactions, 99)),
                              "server_reaction_p50_ms": float(np.percentile(server, 50)),
@@ -353,8 +355,9 @@ def stream_table(result: dict) -> Group:
     checks = "; ".join(f"{mode} {check[mode]['ratio']:.3f} ({check[mode]['windowed_errors']} vs "
                        f"{check[mode]['whole_errors']} errors)" for mode in modes)
     notes = ("Windows commit d rounds and buffer d. rounds/s of a block in process, of one experiment alone, "
-                     "of the block over gRPC; reaction and "
-                     "the server's part of it: p50/p99 ms; held: event data of one open experiment (JSON: peak). "
+                     "of the block over gRPC; reaction (final "
+                     f"slice sent -> answer) and the server's part of it: p50/p99 ms over at least {REACTION_SAMPLES} "
+                     "experiments; held: event data of one open experiment (JSON: peak). "
                      f"d={result['distance']}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
                      f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f} "
                      f"(messages of {ROUNDS_PER_MESSAGE} rounds{_versus_python_loop(result)}); "
