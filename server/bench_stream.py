@@ -259,7 +259,7 @@ def bench_stream(distances: tuple[int, ...], p: float, seed: int = 0, ler_shots:
                  round_budget: int = ROUND_BUDGET) -> tuple[dict, Group]:
     """The table over ``distances`` x ROUNDS (at most ``round_budget`` experiment-rounds a cell), the
     headline figures at ``headline_distance`` and the accuracy check; returns the JSON-ready result
-    and a rich table."""
+    and its table (:func:`stream_table`)."""
     rows = []
     headline = {}
     load = os.getloadavg()[0]  # other work on the machine, as the run starts
@@ -336,7 +336,7 @@ def _percentiles(p50: float, p99: float) -> str:
 
 
 def stream_table(result: dict) -> Group:
-    """The bench's table (74 columns wide) and what its columns mean, from its JSON result."""
+    """The bench's table (80 columns wide) and what its columns mean, from its JSON result."""
     model = f" ({result['model']})" if result.get("model") else ""
     table = Table(title=f"nqec bench stream: {result['decoder']}{model}, p={result['p']:g}", box=box.SIMPLE_HEAD,
                   show_edge=False, collapse_padding=True)
@@ -355,11 +355,10 @@ def stream_table(result: dict) -> Group:
     checks = "; ".join(f"{mode} {check[mode]['ratio']:.3f} ({check[mode]['windowed_errors']} vs "
                        f"{check[mode]['whole_errors']} errors)" for mode in modes)
     notes = ("Windows commit d rounds and buffer d. rounds/s of a block in process, of one experiment alone, "
-                     "of the block over gRPC; reaction (final "
-                     f"slice sent -> answer) and the server's part of it: p50/p99 ms over at least {REACTION_SAMPLES} "
-                     "experiments; held: event data of one open experiment (JSON: peak). "
-                     f"d={result['distance']}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
-                     f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f} "
-                     f"(messages of {ROUNDS_PER_MESSAGE} rounds{_versus_python_loop(result)}); "
-                     f"windowed/whole-experiment LER per round at r=100 on {check['shots']:,} shots: {checks}")
+             "of the block over gRPC; reaction (final slice sent -> answer) and the server's part of it: p50/p99 ms "
+             f"over at least {REACTION_SAMPLES} experiments; held: event data of one open experiment (JSON: peak). "
+             f"d={result['distance']}: {result.get('rounds_per_s', 0):,.0f} rounds/s (block of {HEADLINE_BLOCK}, "
+             f"{HEADLINE_ROUNDS} rounds), one experiment {result.get('single_rounds_per_s', 0):,.0f} "
+             f"(messages of {ROUNDS_PER_MESSAGE} rounds{_versus_python_loop(result)}); "
+             f"windowed/whole-experiment LER per round at r=100 on {check['shots']:,} shots: {checks}")
     return Group(table, Text(notes))
