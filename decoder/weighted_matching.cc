@@ -193,10 +193,9 @@ class WeightedMatching {
         py::array_t<float, py::array::c_style | py::array::forcecast> offset,
         py::array_t<float, py::array::c_style | py::array::forcecast> scale, double max_weight,
         py::array_t<uint8_t, py::array::c_style | py::array::forcecast> answers) {
-        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
-            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
-        if (logits.ndim() != 2 || logits.shape(0) != events.shape(0))
-            throw std::invalid_argument("expected logits of shape [" + std::to_string(events.shape(0)) +
+        size_t shots = check_events(events);
+        if (logits.ndim() != 2 || (size_t)logits.shape(0) != shots)
+            throw std::invalid_argument("expected logits of shape [" + std::to_string(shots) +
                                         ", logits per shot] (one row per shot)");
         if ((size_t)logit_of.size() != num_edges_ || (size_t)offset.size() != num_edges_ ||
             (size_t)scale.size() != num_edges_)
@@ -212,7 +211,7 @@ class WeightedMatching {
         const float *off = offset.data(), *sc = scale.data();
         const uint8_t* rows = answers.data();
         size_t width = answers.shape(1);
-        py::array_t<uint8_t> result({(size_t)events.shape(0), width});
+        py::array_t<uint8_t> result({shots, width});
         uint8_t* out = result.mutable_data();
         std::fill(out, out + result.size(), 0);
         std::vector<uint32_t> edges;
@@ -243,11 +242,17 @@ class WeightedMatching {
     }
 
    private:
+    /// The number of shots, once the events are known to be [S, N].
+    size_t check_events(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events) const {
+        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
+            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
+        return events.shape(0);
+    }
+
     /// The number of shots, once the events and weights are known to be [S, N] and [S, E].
     size_t check_batch(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& events,
                        const py::array_t<float, py::array::c_style | py::array::forcecast>& weights) const {
-        if (events.ndim() != 2 || (size_t)events.shape(1) != num_detectors_)
-            throw std::invalid_argument("expected events of shape [shots, " + std::to_string(num_detectors_) + "]");
+        check_events(events);
         if (weights.ndim() != 2 || weights.shape(0) != events.shape(0) || (size_t)weights.shape(1) != num_edges_)
             throw std::invalid_argument("expected weights of shape [" + std::to_string(events.shape(0)) + ", " +
                                         std::to_string(num_edges_) + "] (one row of edge weights per shot)");
