@@ -415,10 +415,7 @@ class WindowedExperiments:
 
         Returns the observable flips committed by the window this slice completed (the
         Pauli-frame update), or None when no window was completed."""
-        if self._stream is not None:
-            return self.push_slices(events, 1)
-        size = self.decoder.first_slice if self.next_slice == 0 else self.decoder.bulk_slice
-        return self._take([self._check(events, size)])
+        return self.push_slices(events, 1)
 
     def push_slices(self, events: np.ndarray, count: int) -> np.ndarray | None:
         """Add the next ``count`` slices at once: ``[experiments, their detectors]`` in Stim's detector
